@@ -1,0 +1,1 @@
+"""gemma-agent: the agent loop, model backends, context management and the CLI."""

@@ -1,0 +1,1 @@
+"""Sandboxed command execution: no network, writes only inside the workspace, resource limits."""
