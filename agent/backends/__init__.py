@@ -1,0 +1,44 @@
+"""Model backends behind one small interface: produce a model turn as raw Gemma 4 native text."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+TextSink = Callable[[str], None]
+
+
+class BackendError(Exception):
+    """The backend cannot produce a turn (server down, transcript exhausted, ...): the session ends with this."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot start at all (no weights, no URL): a setup error with an actionable message."""
+
+
+@dataclass
+class Completion:
+    """One model turn. `raw` is in Gemma 4 native format (calls as `<|tool_call>` blocks), whatever the backend."""
+
+    raw: str
+    tokens_in: int
+    tokens_out: int
+
+
+class Backend(Protocol):
+    name: str
+
+    def complete(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, max_tokens: int, on_text: TextSink
+    ) -> Completion:
+        """Generate the next model turn for the conversation, streaming visible text to `on_text`."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` (exact with a real tokenizer, an estimate otherwise)."""
+
+    def describe(self) -> str:
+        """One line naming the backend and model, for /model and reports."""
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough count for backends without a local tokenizer: ~4 characters per token for code and English."""
+    return (len(text) + 3) // 4
