@@ -8,6 +8,9 @@ import sys
 # Each entry is a module exposing `add_parser(subparsers)`; the parser it adds sets `func`
 # (called with the parsed args, returning the exit code).
 COMMANDS = [
+    "agent.commands.repl",
+    "agent.commands.fix",
+    "agent.commands.hook",
     "agent.commands.generate",
     "agent.commands.convert",
 ]
@@ -20,7 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(name).add_parser(subparsers)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a missing dependency inside the module is a real error
+                raise
+            continue  # that subcommand is not part of this installation
+        module.add_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,73 @@
+"""Flags and setup shared by the subcommands: backend choice, budgets, config loading, error reporting."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.config import Config, ConfigError, load_config
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad flags or setup; reported in one line and exit code 2."""
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model backend (flags override .gemma-agent.toml and ~/.config/gemma-agent)")
+    group.add_argument("--backend", choices=("mlx", "openai", "replay"),
+                       help="mlx: in-process Gemma 4 (default); openai: an OpenAI-compatible server; "
+                            "replay: a recorded transcript")
+    group.add_argument("--model", help="mlx: directory of converted weights (also GEMMA_AGENT_MODEL)")
+    group.add_argument("--base-url", help="openai: server URL, e.g. http://127.0.0.1:8080/v1")
+    group.add_argument("--model-name", help="openai: model name the server knows (default gemma-4-12b-it)")
+    group.add_argument("--api-key-env", help="openai: environment variable holding the API key "
+                                             "(default OPENAI_API_KEY; unset means no key)")
+    group.add_argument("--replay", metavar="FILE", help="replay raw model outputs from FILE (JSONL); "
+                                                        "implies --backend replay")
+    group.add_argument("--record", metavar="FILE", help="write every raw model output to FILE (JSONL) for replay")
+    limits = parser.add_argument_group("budgets and execution")
+    limits.add_argument("--max-steps", type=int, metavar="N", help="most model turns (default 30)")
+    limits.add_argument("--max-tokens", type=int, metavar="N", help="most tokens in+out for the session")
+    limits.add_argument("--max-time", type=float, metavar="SECONDS", help="wall-time budget")
+    limits.add_argument("--context-tokens", type=int, metavar="N", help="context window to stay within (default 32768)")
+    limits.add_argument("--test-command", help="how to run the tests (default 'python -m pytest -q')")
+    limits.add_argument("--no-sandbox", action="store_true", default=None,
+                        help="run commands without the sandbox (outside the sandbox policy)")
+
+
+def find_repo(start: Path) -> Path:
+    """The top of the git work tree containing `start`."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise UsageError("git is not installed; gemma-agent works on git repositories") from None
+    if result.returncode != 0:
+        raise UsageError(f"{start} is not inside a git repository (run `git init` first)")
+    return Path(result.stdout.strip())
+
+
+def config_from_args(args: argparse.Namespace, repo: Path | None, **extra: Any) -> Config:
+    overrides = {
+        "backend": "replay" if getattr(args, "replay", None) and not args.backend else args.backend,
+        "model": args.model, "base_url": args.base_url, "model_name": args.model_name,
+        "api_key_env": args.api_key_env, "replay": args.replay, "record": args.record,
+        "max_steps": args.max_steps, "max_tokens": args.max_tokens, "max_time": args.max_time,
+        "context_tokens": args.context_tokens, "test_command": args.test_command,
+        "sandbox": False if args.no_sandbox else None, **extra,
+    }
+    for name in ("max_steps", "max_tokens", "context_tokens"):
+        if overrides[name] is not None and overrides[name] < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    try:
+        return load_config(repo, overrides)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def error(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"gemma-agent: error: {message}", file=sys.stderr)
+    return code

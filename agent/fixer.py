@@ -1,0 +1,153 @@
+"""Headless fix: confirm a test fails, let the agent work in an isolated worktree until it passes without
+regressions, and return the patch. Never touches the user's tree (applying is the caller's explicit step)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.backends import Backend
+from agent.config import Config
+from agent.prompt import build_system_prompt
+from agent.session import Budget, Listener, Session
+
+OUTPUT_TAIL = 4000  # characters of test output shown to the model
+
+
+class FixSetupError(Exception):
+    """The fix cannot start (no such test, sandbox unavailable, not a git repository)."""
+
+
+@dataclass
+class FixReport:
+    status: str  # fixed | not_fixed | already_passes
+    test_id: str
+    reason: str = ""
+    steps: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+    tests_before: dict[str, Any] = field(default_factory=dict)
+    tests_after: dict[str, Any] | None = None
+    patch: str = ""
+    applied: list[str] | None = None  # files changed in the user's tree by --apply
+    apply_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _summary(report: Any) -> dict[str, Any]:
+    return {
+        "passed": report.passed, "failed": report.failed, "errors": report.errors, "skipped": report.skipped,
+        "exit_code": report.exit_code, "failing": sorted({test for test, _ in report.failures}),
+    }
+
+
+def _passes(report: Any) -> bool:
+    return report.exit_code == 0 and report.failed == 0 and report.errors == 0 and report.passed > 0
+
+
+def _tail(text: str) -> str:
+    return text if len(text) <= OUTPUT_TAIL else "[...]\n" + text[-OUTPUT_TAIL:]
+
+
+def tool_settings(config: Config, workspace: Path) -> Any:
+    from tools.toolbox import ToolSettings
+
+    return ToolSettings(
+        workspace=workspace, no_sandbox=not config.sandbox, test_command=config.test_command,
+        command_timeout=config.command_timeout,
+    )
+
+
+def fix_test(
+    repo: Path, test_id: str, config: Config, backend: Backend, *, listener: Listener | None = None,
+    include: str = "working", apply: bool = False,
+) -> FixReport:
+    """Run the whole fix in a fresh workspace copied from `repo` (`include`: working | index | head).
+
+    With `apply`, a successful fix is applied to the user's tree; a refusal is recorded in `apply_error`."""
+    from sandbox import SandboxUnavailable
+    from sandbox.workspace import Workspace
+
+    started = time.monotonic()
+    try:
+        workspace = Workspace.create(repo, include=include)
+    except SandboxUnavailable as exc:
+        raise FixSetupError(f"{exc} (or run with --no-sandbox)") from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise FixSetupError(f"cannot create a worktree of {repo}: {exc}") from None
+    with workspace:
+        try:
+            report = _fix_in(workspace, test_id, config, backend, listener, started)
+        except SandboxUnavailable as exc:
+            raise FixSetupError(f"{exc} (or run with --no-sandbox)") from None
+        if apply and report.status == "fixed":
+            try:
+                report.applied = workspace.apply()
+            except Exception as exc:  # apply refuses when the user's tree changed; the patch is still reported
+                report.apply_error = str(exc) or type(exc).__name__
+        return report
+
+
+def _fix_in(workspace: Any, test_id: str, config: Config, backend: Backend, listener: Listener | None,
+            started: float) -> FixReport:
+    from tools.shell import run_test_suite
+    from tools.toolbox import Toolbox
+
+    settings = tool_settings(config, Path(workspace.path))
+    target = run_test_suite(settings, test_id)
+    if target.passed + target.failed + target.errors == 0:
+        raise FixSetupError(f"no test matched {test_id!r}; use a pytest id such as tests/test_mod.py::test_name\n"
+                            f"{_tail(target.output)}")
+    before = run_test_suite(settings)
+    report = FixReport("not_fixed", test_id, tests_before=_summary(before))
+    if _passes(target):
+        report.status, report.reason = "already_passes", f"{test_id} already passes"
+        report.seconds = time.monotonic() - started
+        return report
+    budget = Budget(max_steps=config.max_steps, max_tokens=config.max_tokens, max_seconds=config.max_time,
+                    max_output_tokens=config.max_output_tokens)
+    session = Session(backend, Toolbox(settings), build_system_prompt(Path(workspace.path)), budget=budget,
+                      listener=listener)
+    last_diff = ""
+
+    def changed_and_passing() -> bool:
+        nonlocal last_diff
+        diff = workspace.diff()
+        if diff == last_diff:
+            return False
+        last_diff = diff
+        return _passes(run_test_suite(settings, test_id))
+
+    message = (f"The test {test_id} fails. Its output:\n{_tail(target.output)}\n\nFix the code so this test passes "
+               "without breaking other tests. Change the test itself only if it is clearly wrong.")
+    while True:
+        remaining = config.max_steps - session.usage.steps
+        session.budget.max_steps = remaining
+        if config.max_time is not None:
+            session.budget.max_seconds = max(0.0, config.max_time - (time.monotonic() - started))
+        outcome = session.ask(message, should_stop=changed_and_passing) if remaining > 0 else None
+        current = run_test_suite(settings, test_id)
+        if _passes(current):
+            after = run_test_suite(settings)
+            broken = sorted({t for t, _ in after.failures} - {t for t, _ in before.failures})
+            if not broken and after.errors <= before.errors:
+                report.status, report.tests_after = "fixed", _summary(after)
+                report.reason, report.patch = f"{test_id} passes and no other test regressed", workspace.diff()
+                break
+            message = (f"{test_id} passes now, but these tests broke: {', '.join(broken) or 'collection errors'}."
+                       f"\n{_tail(after.output)}\nFix them too.")
+        else:
+            message = f"{test_id} still fails:\n{_tail(current.output)}\nKeep going."
+        if outcome is None or outcome.reason not in ("finished", "stopped"):
+            report.tests_after = _summary(run_test_suite(settings))
+            report.reason = outcome.detail if outcome else f"step budget of {config.max_steps} used up"
+            report.patch = workspace.diff()
+            break
+    report.steps = session.usage.steps
+    report.tokens_in, report.tokens_out = session.usage.tokens_in, session.usage.tokens_out
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
