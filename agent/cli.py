@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["repl", *argv]  # bare `gemma-agent [flags]` starts the REPL
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

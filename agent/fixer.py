@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.backends import Backend
 from agent.config import Config
+from agent.context import ContextManager
 from agent.prompt import build_system_prompt
 from agent.session import Budget, Listener, Session
 
@@ -111,7 +112,7 @@ def _fix_in(workspace: Any, test_id: str, config: Config, backend: Backend, list
     budget = Budget(max_steps=config.max_steps, max_tokens=config.max_tokens, max_seconds=config.max_time,
                     max_output_tokens=config.max_output_tokens)
     session = Session(backend, Toolbox(settings), build_system_prompt(Path(workspace.path)), budget=budget,
-                      listener=listener)
+                      listener=listener, context=ContextManager(config.context_tokens, config.max_output_tokens))
     last_diff = ""
 
     def changed_and_passing() -> bool:

@@ -1,0 +1,102 @@
+"""Context management with the backend's tokenizer: prune old tool outputs first, then summarize older turns.
+
+Nothing is dropped silently: every compaction is reported to the listener, and when even a summary does not fit
+the session stops with a clear reason. Compaction rewrites the history once, giving a new stable prefix."""
+from __future__ import annotations
+
+from typing import Any
+
+from mlx_model.chat_format import render_conversation
+
+KEEP_RECENT_TOOL_OUTPUTS = 4  # the newest tool results always stay verbatim
+KEEP_RECENT_MESSAGES = 6  # messages kept after a summary
+PRUNED_NOTE = "[output pruned to save context: {lines} lines from {name}; call the tool again if you need it]"
+SUMMARY_REQUEST = (
+    "Summarize the conversation so far for your own later use: the task, what you found (files, functions, "
+    "causes), what you changed, what remains to do. Be specific and brief. Reply with the summary only, no tool call."
+)
+
+
+class ContextManager:
+    """Keeps a session's prompt under `limit` tokens, leaving room for one model turn of `reserve` tokens."""
+
+    def __init__(self, limit: int, reserve: int):
+        self.limit = limit
+        self.reserve = reserve
+
+    def count(self, session: Any, messages: list[dict[str, Any]] | None = None) -> int:
+        text = render_conversation(session.messages if messages is None else messages, session.declarations)
+        return session.backend.count_tokens(text)
+
+    def fit(self, session: Any) -> str | None:
+        """Compact if needed before the next turn. Returns a reason when the context cannot be made to fit."""
+        if self.count(session) + self.reserve <= self.limit:
+            return None
+        return self.compact(session)
+
+    def compact(self, session: Any) -> str | None:
+        before = self.count(session)
+        pruned = prune_tool_outputs(session.messages)
+        if pruned is not None and self.count(session, pruned) + self.reserve <= self.limit:
+            session.messages = pruned
+            session.listener.on_notice(f"context compacted: old tool outputs pruned ({before} -> "
+                                       f"{self.count(session)} tokens)")
+            return None
+        summarized = self.summarize(session, pruned or session.messages)
+        if summarized is None:
+            return f"the conversation ({before} tokens) does not fit the {self.limit}-token context and cannot be summarized"
+        session.messages = summarized
+        after = self.count(session)
+        session.listener.on_notice(f"context compacted: older turns summarized by the model ({before} -> {after} tokens)")
+        if after + self.reserve > self.limit:
+            return f"even after summarizing, the conversation needs {after} tokens (context limit {self.limit})"
+        return None
+
+    def summarize(self, session: Any, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        split = _summary_split(messages)
+        if split is None:
+            return None
+        head, tail = messages[:split], messages[split:]
+        request = head + ([{"role": "user", "content": SUMMARY_REQUEST}] if head[-1]["role"] != "tool" else
+                          [{"role": "assistant", "content": ""}, {"role": "user", "content": SUMMARY_REQUEST}])
+        if self.count(session, request) + self.reserve > self.limit:
+            return None  # the part to summarize does not fit either; refuse rather than truncate
+        from agent.backends import BackendError
+
+        try:
+            completion = session.backend.complete(request, session.declarations, max_tokens=self.reserve,
+                                                  on_text=lambda text: None)
+        except BackendError:
+            return None
+        from mlx_model.chat_format import parse_model_output
+
+        summary = parse_model_output(completion.raw).text
+        if not summary:
+            return None
+        task = next((m["content"] for m in head if m["role"] == "user"), "")
+        note = f"Earlier turns were summarized to fit the context.\nOriginal request:\n{task}\n\nSummary:\n{summary}"
+        return [messages[0], {"role": "user", "content": note}, *tail]
+
+
+def prune_tool_outputs(messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """A copy with all but the newest tool results replaced by a short note; None if nothing could be pruned."""
+    tool_indexes = [i for i, m in enumerate(messages) if m["role"] == "tool"]
+    old = tool_indexes[:-KEEP_RECENT_TOOL_OUTPUTS] if len(tool_indexes) > KEEP_RECENT_TOOL_OUTPUTS else []
+    result, changed = list(messages), False
+    for i in old:
+        content = messages[i]["content"]
+        if content.startswith("[output pruned"):
+            continue
+        note = PRUNED_NOTE.format(lines=content.count("\n") + 1, name=messages[i].get("name", "a tool"))
+        result[i] = {**messages[i], "content": note}
+        changed = True
+    return result if changed else None
+
+
+def _summary_split(messages: list[dict[str, Any]]) -> int | None:
+    """Index of the first kept message, leaving about KEEP_RECENT_MESSAGES; never a tool result (it would lose
+    the call it answers). Kept assistant turns re-open with a model header after the summary message."""
+    for i in range(max(2, len(messages) - KEEP_RECENT_MESSAGES), len(messages)):
+        if messages[i]["role"] != "tool":
+            return i
+    return None
