@@ -57,25 +57,57 @@ class ContextManager:
         if split is None:
             return None
         head, tail = messages[:split], messages[split:]
-        request = head + ([{"role": "user", "content": SUMMARY_REQUEST}] if head[-1]["role"] != "tool" else
-                          [{"role": "assistant", "content": ""}, {"role": "user", "content": SUMMARY_REQUEST}])
-        if self.count(session, request) + self.reserve > self.limit:
-            return None  # the part to summarize does not fit either; refuse rather than truncate
+        request = self._summary_request(session, head)
+        if request is None:
+            return None
         from agent.backends import BackendError
+        from mlx_model.chat_format import parse_model_output
 
         try:
             completion = session.backend.complete(request, session.declarations, max_tokens=self.reserve,
                                                   on_text=lambda text: None)
         except BackendError:
             return None
-        from mlx_model.chat_format import parse_model_output
-
         summary = parse_model_output(completion.raw).text
         if not summary:
             return None
-        task = next((m["content"] for m in head if m["role"] == "user"), "")
+        task = next((m["content"] for m in head[1:] if m["role"] == "user"), "")
+        if session.backend.count_tokens(task) > self.limit // 4:
+            task = "(long; restated in the summary)"
         note = f"Earlier turns were summarized to fit the context.\nOriginal request:\n{task}\n\nSummary:\n{summary}"
         return [messages[0], {"role": "user", "content": note}, *tail]
+
+    def _summary_request(self, session: Any, head: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """The head plus the summary instruction; long messages are visibly shortened until it fits."""
+        ending = [{"role": "user", "content": SUMMARY_REQUEST}]
+        if head[-1]["role"] == "tool":
+            ending.insert(0, {"role": "assistant", "content": ""})  # close the model turn first
+        cap = max((len(str(m.get("content") or "")) + len(str(m.get("tool_calls") or "")) for m in head[1:]), default=0)
+        while True:
+            request = [head[0], *(_shorten(m, cap) for m in head[1:]), *ending]
+            if self.count(session, request) + self.reserve <= self.limit:
+                return request
+            if cap < 200:
+                return None
+            cap //= 2
+
+
+def _cut(text: str, cap: int) -> str:
+    if len(text) <= cap:
+        return text
+    half = cap // 2
+    return f"{text[:half]}[... {len(text) - 2 * half} characters omitted ...]{text[-half:]}"
+
+
+def _shorten(message: dict[str, Any], cap: int) -> dict[str, Any]:
+    """A copy with long contents and long string arguments of tool calls visibly cut to about `cap` characters."""
+    result = {**message, "content": _cut(message.get("content") or "", cap)}
+    if message.get("tool_calls"):
+        result["tool_calls"] = [
+            {**call, "arguments": {k: _cut(v, cap) if isinstance(v, str) else v for k, v in call["arguments"].items()}}
+            for call in message["tool_calls"]
+        ]
+    return result
 
 
 def prune_tool_outputs(messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
@@ -88,8 +120,9 @@ def prune_tool_outputs(messages: list[dict[str, Any]]) -> list[dict[str, Any]] |
         if content.startswith("[output pruned"):
             continue
         note = PRUNED_NOTE.format(lines=content.count("\n") + 1, name=messages[i].get("name", "a tool"))
-        result[i] = {**messages[i], "content": note}
-        changed = True
+        if len(note) < len(content):
+            result[i] = {**messages[i], "content": note}
+            changed = True
     return result if changed else None
 
 
