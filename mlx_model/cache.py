@@ -1,5 +1,7 @@
 """A simple, exact KV cache for incremental decoding.
 
+Each layer cache appends keys/values and computes attention over what it holds (`attend`), so a model layer,
+a KV-shared layer or the MTP drafter reading another layer's KV all use the same call, whatever the storage.
 Full-attention layers keep every token. Sliding-window layers keep the last `window - 1 + slack` tokens: the
 window is what attention needs, the slack is what can be rolled back (`trim`) after the window has been passed.
 Buffers grow in steps so that appending one token does not copy the whole cache.
@@ -27,18 +29,24 @@ class LayerKVCache:
     def stored(self) -> int:
         return self.offset - self.start
 
-    def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array, int]:
-        """Append new keys/values; return everything stored and the absolute position of its first token."""
+    def append(self, keys: mx.array, values: mx.array) -> None:
+        """Store keys/values [batch, kv_heads, new_tokens, head_dim] for the next positions."""
         new = keys.shape[2]
+        self._drop_old()
         used = self.stored
         if self.keys is None or used + new > self.keys.shape[2]:
             self._grow(keys, values, used + new)
         self.keys[..., used : used + new, :] = keys
         self.values[..., used : used + new, :] = values
         self.offset += new
-        out = self.keys[..., : used + new, :], self.values[..., : used + new, :], self.start
-        self._drop_old()
-        return out
+
+    def attend(self, queries: mx.array, q_offset: int, scale: float = 1.0) -> mx.array:
+        """Attention of queries [batch, heads, q_len, head_dim] at absolute positions q_offset.. over the
+        stored keys: causal, and limited to the window on sliding layers."""
+        keys = self.keys[..., : self.stored, :]
+        values = self.values[..., : self.stored, :]
+        mask = attention_mask(q_offset, queries.shape[2], self.start, self.stored, self.window)
+        return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
 
     def _grow(self, keys: mx.array, values: mx.array, needed: int) -> None:
         capacity = (needed + GROWTH_STEP - 1) // GROWTH_STEP * GROWTH_STEP
@@ -51,7 +59,8 @@ class LayerKVCache:
         self.keys, self.values = new_k, new_v
 
     def _drop_old(self) -> None:
-        """Sliding layers: forget tokens beyond `keep`, in steps so that dropping stays amortized."""
+        """Sliding layers: forget tokens beyond `keep` (in steps, so dropping stays amortized). Tokens the
+        next chunk's first query still sees are never dropped (at least window - 1 stay)."""
         if self.keep is None or self.stored <= self.keep + GROWTH_STEP:
             return
         drop = self.stored - self.keep
@@ -69,6 +78,24 @@ class LayerKVCache:
         if n > self.trimmable():
             raise ValueError(f"cannot remove {n} tokens from a sliding layer that can roll back {self.trimmable()}")
         self.offset -= n
+
+
+def attention_mask(q_start: int, q_len: int, k_start: int, k_len: int, window: int | None) -> mx.array | None:
+    """Boolean mask [q_len, k_len] for absolute query positions q_start.. and key positions k_start...
+
+    Causal; a sliding layer also hides keys `window` or more positions behind the query (transformers'
+    sliding mask: key > query - window). None when nothing needs masking.
+    """
+    hides_future = k_start + k_len - 1 > q_start
+    hides_past = window is not None and k_start <= q_start + q_len - 1 - window
+    if not hides_future and not hides_past:
+        return None
+    q_pos = mx.arange(q_start, q_start + q_len)[:, None]
+    k_pos = mx.arange(k_start, k_start + k_len)[None, :]
+    mask = k_pos <= q_pos
+    if window is not None:
+        mask = mask & (k_pos > q_pos - window)
+    return mask
 
 
 class ModelCache:

@@ -55,24 +55,6 @@ class Rope:
                             freqs=self.periods)
 
 
-def attention_mask(q_start: int, q_len: int, k_start: int, k_len: int, window: int | None) -> mx.array | None:
-    """Boolean mask [q_len, k_len] for absolute query positions q_start.. and key positions k_start...
-
-    Causal; a sliding layer also hides keys `window` or more positions behind the query (transformers'
-    sliding mask: key > query - window). None when nothing needs masking.
-    """
-    q_pos = mx.arange(q_start, q_start + q_len)[:, None]
-    k_pos = mx.arange(k_start, k_start + k_len)[None, :]
-    hides_future = k_start + k_len - 1 > q_start
-    hides_past = window is not None and k_start <= q_start + q_len - 1 - window
-    if not hides_future and not hides_past:
-        return None
-    mask = k_pos <= q_pos
-    if window is not None:
-        mask = mask & (k_pos > q_pos - window)
-    return mask
-
-
 class Attention(nn.Module):
     def __init__(self, config: TextConfig, spec: LayerSpec):
         super().__init__()
@@ -91,27 +73,20 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.heads * head_dim, hidden, bias=False)
         self.rope = Rope(config.rope[spec.attention], head_dim)
 
-    def __call__(self, x: mx.array, offset: int, cache: LayerKVCache | None,
-                 shared: tuple[mx.array, mx.array, int] | None) -> tuple[mx.array, tuple[mx.array, mx.array, int]]:
+    def __call__(self, x: mx.array, offset: int, cache: LayerKVCache) -> mx.array:
+        """`cache` is this layer's own cache, or for a KV-shared layer the cache of the layer it reads."""
         batch, length, _ = x.shape
         head_dim = self.spec.head_dim
         q = self.q_norm(self.q_proj(x).reshape(batch, length, self.heads, head_dim))
         q = self.rope(q.transpose(0, 2, 1, 3), offset)
-        if shared is not None:
-            keys, values, k_start = shared
-        else:
+        if self.spec.kv_source is None:
             raw = self.k_proj(x).reshape(batch, length, -1, head_dim)
             # With k_eq_v the values are the raw key projection (taken before k_norm and RoPE).
             v = raw if self.spec.k_eq_v else self.v_proj(x).reshape(batch, length, -1, head_dim)
             keys = self.rope(self.k_norm(raw).transpose(0, 2, 1, 3), offset)
-            values = self.v_norm(v).transpose(0, 2, 1, 3)
-            k_start = offset
-            if cache is not None:
-                keys, values, k_start = cache.update(keys, values)
-        mask = attention_mask(offset, length, k_start, keys.shape[2], self.window)
-        out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=1.0, mask=mask)
-        out = out.transpose(0, 2, 1, 3).reshape(batch, length, -1)
-        return self.o_proj(out), (keys, values, k_start)
+            cache.append(keys, self.v_norm(v).transpose(0, 2, 1, 3))
+        out = cache.attend(q, offset)
+        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, -1))
 
 
 class MLP(nn.Module):
@@ -138,11 +113,11 @@ class DecoderLayer(nn.Module):
         self.post_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
         self.layer_scalar = mx.ones((1,))
 
-    def __call__(self, x, offset, cache, shared):
-        h, kv = self.self_attn(self.input_layernorm(x), offset, cache, shared)
+    def __call__(self, x: mx.array, offset: int, cache: LayerKVCache) -> mx.array:
+        h = self.self_attn(self.input_layernorm(x), offset, cache)
         x = x + self.post_attention_layernorm(h)
         x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
-        return x * self.layer_scalar, kv
+        return x * self.layer_scalar
 
 
 class TextModel(nn.Module):
@@ -154,17 +129,27 @@ class TextModel(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def __call__(self, input_ids: mx.array, cache: ModelCache | None = None) -> mx.array:
+        """Final-normed hidden states. Without a cache, a temporary one holds this call's keys and values."""
+        if cache is None:
+            cache = make_layer_caches(self.config)
         h = self.embed_tokens(input_ids)
         # transformers multiplies by sqrt(hidden) cast to the weights' dtype (62.0 rather than 61.97 in bf16).
         h = h * mx.array(math.sqrt(self.config.hidden_size), dtype=h.dtype)
-        offset = cache.offset if cache is not None else 0
-        produced: dict[int, tuple[mx.array, mx.array, int]] = {}
+        offset = cache.offset
         for index, layer in enumerate(self.layers):
             source = layer.self_attn.spec.kv_source
-            layer_cache = cache[index] if cache is not None else None
-            h, kv = layer(h, offset, layer_cache, produced.get(source) if source is not None else None)
-            produced[index] = kv
+            h = layer(h, offset, cache[index if source is None else source])
         return self.norm(h)
+
+
+def make_layer_caches(config: TextConfig, rollback_slack: int | None = None) -> ModelCache:
+    """One cache per layer that computes its own K/V; KV-shared layers get None (they read their source's)."""
+    kwargs = {} if rollback_slack is None else {"slack": rollback_slack}
+    return ModelCache([
+        None if spec.kv_source is not None
+        else LayerKVCache(config.sliding_window if spec.attention == SLIDING else None, **kwargs)
+        for spec in config.layers
+    ])
 
 
 class Model(nn.Module):
@@ -199,12 +184,7 @@ class Model(nn.Module):
         return logits if cap is None else mx.tanh(logits / cap) * cap
 
     def make_cache(self, rollback_slack: int | None = None) -> ModelCache:
-        kwargs = {} if rollback_slack is None else {"slack": rollback_slack}
-        return ModelCache([
-            None if spec.kv_source is not None
-            else LayerKVCache(self.config.sliding_window if spec.attention == SLIDING else None, **kwargs)
-            for spec in self.config.layers
-        ])
+        return make_layer_caches(self.config, rollback_slack)
 
     @staticmethod
     def sanitize(weights: dict[str, Any], config: TextConfig) -> dict[str, Any]:
