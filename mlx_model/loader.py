@@ -131,7 +131,7 @@ def load_model(path: str | Path, *, dtype: mx.Dtype | None = None) -> tuple[Mode
     return model, raw
 
 
-def _check_tensors(model: Model, weights: dict[str, mx.array], model_dir: Path) -> None:
+def _check_tensors(model: nn.Module, weights: dict[str, mx.array], model_dir: Path) -> None:
     expected = dict(tree_flatten(model.parameters()))
     missing = sorted(set(expected) - set(weights))
     if missing:
@@ -149,7 +149,34 @@ def _check_tensors(model: Model, weights: dict[str, mx.array], model_dir: Path) 
             )
 
 
-def save_model(model: Model, raw_config: dict[str, Any], dst: str | Path, *, bits: int | None = None,
+def load_drafter(path: str | Path, *, dtype: mx.Dtype | None = None):
+    """Load a `gemma4_unified_assistant` (MTP drafter) directory; quantized ones as `save_model` writes them."""
+    from mlx_model.assistant import Drafter, load_assistant_config
+
+    model_dir = Path(path)
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"{model_dir} is not a directory (pass the drafter's Hugging Face-layout directory)")
+    try:
+        config = load_assistant_config(model_dir)
+    except ConfigError as exc:
+        raise ModelLoadError(str(exc)) from None
+    drafter = Drafter(config)
+    weights = Drafter.sanitize(load_weights(model_dir), config)
+    raw = json.loads((model_dir / "config.json").read_text())
+    if raw.get("quantization"):
+        quantized = _quantized_paths(weights)
+        nn.quantize(drafter, group_size=raw["quantization"]["group_size"], bits=raw["quantization"]["bits"],
+                    class_predicate=lambda p, m: p in quantized)
+    _check_tensors(drafter, weights, model_dir)
+    if dtype is not None:
+        weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()}
+    drafter.load_weights(list(weights.items()), strict=True)
+    mx.eval(drafter.parameters())
+    drafter.eval()
+    return drafter
+
+
+def save_model(model: nn.Module, raw_config: dict[str, Any], dst: str | Path, *, bits: int | None = None,
                source_dir: str | Path | None = None) -> Path:
     """Write an MLX checkpoint (config.json + model.safetensors + tokenizer files copied from `source_dir`).
 

@@ -67,3 +67,51 @@ def reference_logits(model, input_ids: np.ndarray, dtype=None) -> np.ndarray:
     with torch.no_grad():
         out = model(input_ids=torch.tensor(input_ids, dtype=torch.long), use_cache=False)
     return out.logits.float().numpy()
+
+
+def build_reference_drafter(tmp_dir: Path, text_kwargs: dict[str, Any], *, backbone_hidden: int,
+                            ordered: bool = False, num_centroids: int = 16, top_k: int = 4, seed: int = 0):
+    """Build and save a transformers `Gemma4UnifiedAssistantForCausalLM` with random weights.
+
+    transformers 5.23 cannot instantiate it from a config: with every layer KV-shared, `kv_sharing_modes`
+    raises. For the duration of the construction we patch that property to mark every layer "reuse" (the
+    shared K/V are then given explicitly to forward()).
+    """
+    import torch
+    from transformers import (Gemma4UnifiedAssistantConfig, Gemma4UnifiedAssistantForCausalLM,
+                              Gemma4UnifiedTextConfig)
+
+    original = Gemma4UnifiedTextConfig.kv_sharing_modes
+
+    def all_reuse(self):
+        if self.num_kv_shared_layers == self.num_hidden_layers:
+            return ["reuse"] * self.num_hidden_layers
+        return original.fget(self)
+
+    torch.manual_seed(seed)
+    Gemma4UnifiedTextConfig.kv_sharing_modes = property(all_reuse)
+    try:
+        text = Gemma4UnifiedTextConfig(**text_kwargs)
+        config = Gemma4UnifiedAssistantConfig(text_config=text.to_dict(), backbone_hidden_size=backbone_hidden,
+                                              use_ordered_embeddings=ordered, num_centroids=num_centroids,
+                                              centroid_intermediate_top_k=top_k)
+        model = Gemma4UnifiedAssistantForCausalLM(config)
+        model.config._attn_implementation = "eager"
+        model.config.text_config._attn_implementation = "eager"
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    param.copy_(0.5 + torch.rand(param.shape, generator=gen))
+                else:
+                    param.copy_(torch.randn(param.shape, generator=gen) * param.shape[-1] ** -0.5)
+            for name, buf in model.named_buffers():
+                if name.endswith("layer_scalar"):
+                    buf.copy_(0.5 + torch.rand(buf.shape, generator=gen))
+                if name.endswith("token_ordering"):
+                    buf.copy_(torch.randperm(buf.numel(), generator=gen))
+        model.eval()
+        model.save_pretrained(tmp_dir)
+    finally:
+        Gemma4UnifiedTextConfig.kv_sharing_modes = original
+    return model
