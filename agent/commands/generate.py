@@ -1,0 +1,69 @@
+"""`gemma-agent generate`: stream a completion from a local model and report its speed."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agent.commands.model_errors import load_or_explain
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate", help="generate text from a local model (speed check)",
+        description="Stream a completion for one prompt, then print prompt and generation tokens/s and peak "
+                    "memory (on stderr). The prompt is sent as a user turn in Gemma 4's chat format unless --raw.",
+    )
+    p.add_argument("--model", required=True, metavar="PATH", help="model directory (Hugging Face layout or "
+                   "written by `gemma-agent convert`)")
+    p.add_argument("--prompt", required=True, metavar="TEXT", help="the prompt text")
+    p.add_argument("--max-tokens", type=int, default=256, metavar="N", help="most tokens to generate (256)")
+    p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling mass (1.0 = off)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument("--raw", action="store_true", help="feed the prompt as is, without the chat turn markup")
+    p.set_defaults(func=run)
+
+
+def chat_prompt(text: str) -> str:
+    """A single user turn followed by the opening of the model's turn (Gemma 4 prompt format)."""
+    return f"<|turn>user\n{text}<turn|>\n<|turn>model\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    import mlx_model
+
+    if args.max_tokens < 1:
+        print("error: --max-tokens must be at least 1", file=sys.stderr)
+        return 2
+    if args.temperature < 0 or not 0 < args.top_p <= 1:
+        print("error: --temperature must be >= 0 and --top-p in (0, 1]", file=sys.stderr)
+        return 2
+    loaded = load_or_explain(args.model)
+    if loaded is None:
+        return 2
+    model, tokenizer = loaded
+    if tokenizer is None:
+        print(f"error: {args.model} has no tokenizer.json; copy the tokenizer files of the original checkpoint "
+              "into it", file=sys.stderr)
+        return 2
+    ids = tokenizer.encode(args.prompt if args.raw else chat_prompt(args.prompt))
+    if tokenizer.bos_id is not None and not args.raw:
+        ids = [tokenizer.bos_id] + ids
+    if not ids:
+        print("error: the prompt is empty", file=sys.stderr)
+        return 2
+    decoder = mlx_model.StreamingDecoder(tokenizer, skip_special_tokens=True)
+
+    def show(token: int) -> None:
+        if token not in tokenizer.eos_ids:
+            sys.stdout.write(decoder.add(token))
+            sys.stdout.flush()
+
+    result = mlx_model.generate(model, ids, max_tokens=args.max_tokens, temperature=args.temperature,
+                                top_p=args.top_p, stop_ids=tokenizer.eos_ids, seed=args.seed, on_token=show)
+    sys.stdout.write(decoder.flush() + "\n")
+    print(f"prompt: {result.prompt_tokens} tokens, {result.prompt_tps:.2f} tokens/s | "
+          f"generation: {len(result.tokens)} tokens, {result.generation_tps:.2f} tokens/s | "
+          f"peak memory: {result.peak_memory_bytes / 2**30:.2f} GiB | stop: {result.finish_reason}",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,34 @@
+"""Our MLX port of Gemma 4 12B (`gemma4_unified`): config, decoder, loader/quantizer, tokenizer, generation.
+
+    model, tokenizer = mlx_model.load("path/to/model")
+    result = mlx_model.generate(model, tokenizer.encode("def add(a, b):"), max_tokens=32)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlx.core as mx
+
+from mlx_model.cache import ModelCache
+from mlx_model.config import ConfigError, TextConfig, load_config
+from mlx_model.gemma4 import Model
+from mlx_model.generate import GenerationResult, generate, make_cache, stream_generate
+from mlx_model.loader import ModelLoadError, load_drafter, load_model, quantize_model, save_model
+from mlx_model.tokenizer import StreamingDecoder, Tokenizer
+
+
+def load(path: str | Path, *, dtype: mx.Dtype | None = None) -> tuple[Model, Tokenizer | None]:
+    """Load a model directory; the tokenizer is None when the directory has no tokenizer files."""
+    model, _ = load_model(path, dtype=dtype)
+    try:
+        tokenizer = Tokenizer.from_dir(path)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+    return model, tokenizer
+
+
+__all__ = [
+    "ConfigError", "GenerationResult", "Model", "ModelCache", "ModelLoadError", "StreamingDecoder", "TextConfig",
+    "Tokenizer", "generate", "load", "load_config", "load_drafter", "load_model", "make_cache", "quantize_model", "save_model",
+    "stream_generate",
+]

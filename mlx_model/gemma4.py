@@ -1,0 +1,210 @@
+"""Gemma 4 text decoder (`gemma4_unified` / `gemma4_unified_text`) in MLX.
+
+Mirrors transformers 5.23 `Gemma4UnifiedForCausalLM`: sliding and full attention layers with their own head
+dims and KV-head counts, keys-as-values on full layers (`attention_k_eq_v`), KV-shared layers, default and
+proportional RoPE, q/k/v RMS norms, attention scale 1.0, sandwich norms, a per-layer output scalar, scaled
+embeddings, tied head and final logit softcap.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from mlx_model.cache import LayerKVCache, ModelCache
+from mlx_model.config import SLIDING, LayerSpec, RopeSpec, TextConfig
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, with the weight used as is (not 1 + weight); no weight for the value norm."""
+
+    def __init__(self, dims: int, eps: float, with_scale: bool = True):
+        super().__init__()
+        self.eps = eps
+        if with_scale:
+            self.weight = mx.ones((dims,))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return mx.fast.rms_norm(x, self.get("weight"), self.eps)
+
+
+class Rope:
+    """Rotary embedding over the whole head (rotate-half pairing).
+
+    "proportional" RoPE rotates only the first `partial_rotary_factor * head_dim / 2` frequency pairs, with
+    exponents still taken over the full head dim; the other pairs get frequency 0 (left unchanged). This is
+    transformers' `_compute_proportional_rope_parameters`.
+    """
+
+    def __init__(self, spec: RopeSpec, head_dim: int):
+        half = head_dim // 2
+        rotated = half if spec.rope_type == "default" else int(spec.partial_rotary_factor * head_dim // 2)
+        inv_freq = np.zeros(half, dtype=np.float64)
+        inv_freq[:rotated] = 1.0 / spec.theta ** (np.arange(0, 2 * rotated, 2, dtype=np.float64) / head_dim)
+        inv_freq = (inv_freq / spec.factor).astype(np.float32)
+        # mx.fast.rope takes periods (1 / inverse frequency); an infinite period is a frequency of 0.
+        with np.errstate(divide="ignore"):
+            self.periods = mx.array(np.where(inv_freq > 0, 1.0 / inv_freq, np.inf).astype(np.float32))
+        self.head_dim = head_dim
+
+    def __call__(self, x: mx.array, offset: int) -> mx.array:
+        return mx.fast.rope(x, self.head_dim, traditional=False, base=None, scale=1.0, offset=offset,
+                            freqs=self.periods)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: TextConfig, spec: LayerSpec):
+        super().__init__()
+        self.spec = spec
+        self.heads = config.num_attention_heads
+        self.window = config.sliding_window if spec.attention == SLIDING else None
+        hidden, head_dim = config.hidden_size, spec.head_dim
+        self.q_proj = nn.Linear(hidden, self.heads * head_dim, bias=False)
+        self.q_norm = RMSNorm(head_dim, config.rms_norm_eps)
+        if spec.kv_source is None:
+            self.k_proj = nn.Linear(hidden, spec.num_kv_heads * head_dim, bias=False)
+            if not spec.k_eq_v:
+                self.v_proj = nn.Linear(hidden, spec.num_kv_heads * head_dim, bias=False)
+            self.k_norm = RMSNorm(head_dim, config.rms_norm_eps)
+            self.v_norm = RMSNorm(head_dim, config.rms_norm_eps, with_scale=False)
+        self.o_proj = nn.Linear(self.heads * head_dim, hidden, bias=False)
+        self.rope = Rope(config.rope[spec.attention], head_dim)
+
+    def __call__(self, x: mx.array, offset: int, cache: LayerKVCache) -> mx.array:
+        """`cache` is this layer's own cache, or for a KV-shared layer the cache of the layer it reads."""
+        batch, length, _ = x.shape
+        head_dim = self.spec.head_dim
+        q = self.q_norm(self.q_proj(x).reshape(batch, length, self.heads, head_dim))
+        q = self.rope(q.transpose(0, 2, 1, 3), offset)
+        if self.spec.kv_source is None:
+            raw = self.k_proj(x).reshape(batch, length, -1, head_dim)
+            # With k_eq_v the values are the raw key projection (taken before k_norm and RoPE).
+            v = raw if self.spec.k_eq_v else self.v_proj(x).reshape(batch, length, -1, head_dim)
+            keys = self.rope(self.k_norm(raw).transpose(0, 2, 1, 3), offset)
+            cache.append(keys, self.v_norm(v).transpose(0, 2, 1, 3))
+        out = cache.attend(q, offset)
+        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden: int, intermediate: int, activation: str):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.act = nn.gelu_approx if activation == "gelu_pytorch_tanh" else nn.gelu
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: TextConfig, spec: LayerSpec):
+        super().__init__()
+        eps = config.rms_norm_eps
+        self.self_attn = Attention(config, spec)
+        self.mlp = MLP(config.hidden_size, spec.intermediate_size, config.hidden_activation)
+        self.input_layernorm = RMSNorm(config.hidden_size, eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps)
+        self.pre_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
+        self.post_feedforward_layernorm = RMSNorm(config.hidden_size, eps)
+        self.layer_scalar = mx.ones((1,))
+
+    def __call__(self, x: mx.array, offset: int, cache: LayerKVCache) -> mx.array:
+        h = self.self_attn(self.input_layernorm(x), offset, cache)
+        x = x + self.post_attention_layernorm(h)
+        x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+        return x * self.layer_scalar
+
+
+class TextModel(nn.Module):
+    def __init__(self, config: TextConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = [DecoderLayer(config, spec) for spec in config.layers]
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def __call__(self, input_ids: mx.array, cache: ModelCache | None = None) -> mx.array:
+        """Final-normed hidden states. Without a cache, a temporary one holds this call's keys and values."""
+        if cache is None:
+            cache = make_layer_caches(self.config)
+        h = self.embed_tokens(input_ids)
+        # transformers multiplies by sqrt(hidden) cast to the weights' dtype (62.0 rather than 61.97 in bf16).
+        h = h * mx.array(math.sqrt(self.config.hidden_size), dtype=h.dtype)
+        offset = cache.offset
+        for index, layer in enumerate(self.layers):
+            source = layer.self_attn.spec.kv_source
+            h = layer(h, offset, cache[index if source is None else source])
+        return self.norm(h)
+
+
+def make_layer_caches(config: TextConfig, rollback_slack: int | None = None) -> ModelCache:
+    """One cache per layer that computes its own K/V; KV-shared layers get None (they read their source's)."""
+    kwargs = {} if rollback_slack is None else {"slack": rollback_slack}
+    return ModelCache([
+        None if spec.kv_source is not None
+        else LayerKVCache(config.sliding_window if spec.attention == SLIDING else None, **kwargs)
+        for spec in config.layers
+    ])
+
+
+class Model(nn.Module):
+    """Gemma 4 causal LM: `model(input_ids, cache)` -> softcapped logits [batch, length, vocab]."""
+
+    def __init__(self, config: TextConfig):
+        super().__init__()
+        self.config = config
+        self.model = TextModel(config)
+        if not config.tie_word_embeddings:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    def __call__(self, input_ids: mx.array, cache: ModelCache | None = None, *,
+                 num_logits: int | None = None) -> mx.array:
+        """Logits for every position, or for the last `num_logits` positions only (what decoding needs)."""
+        hidden = self.model(input_ids, cache)
+        if num_logits is not None:
+            hidden = hidden[:, -num_logits:, :]
+        return self.logits(hidden)
+
+    def hidden_states(self, input_ids: mx.array, cache: ModelCache | None = None) -> mx.array:
+        """The final-normed hidden states, before the head."""
+        return self.model(input_ids, cache)
+
+    def logits(self, hidden: mx.array) -> mx.array:
+        if self.config.tie_word_embeddings:
+            logits = self.model.embed_tokens.as_linear(hidden)
+        else:
+            logits = self.lm_head(hidden)
+        logits = logits.astype(mx.float32)
+        cap = self.config.final_logit_softcapping
+        return logits if cap is None else mx.tanh(logits / cap) * cap
+
+    def make_cache(self, rollback_slack: int | None = None) -> ModelCache:
+        return make_layer_caches(self.config, rollback_slack)
+
+    @staticmethod
+    def sanitize(weights: dict[str, Any], config: TextConfig) -> dict[str, Any]:
+        """Map checkpoint names (multimodal `model.language_model.*` or text-only `model.*`) to ours.
+
+        Drops the vision/audio embedders (this port is text-only), rotary buffers and a tied `lm_head`.
+        """
+        out = {}
+        for name, value in weights.items():
+            for prefix, repl in (("model.language_model.", "model."), ("language_model.model.", "model."),
+                                 ("language_model.lm_head.", "lm_head.")):
+                if name.startswith(prefix):
+                    name = repl + name[len(prefix):]
+                    break
+            if name.startswith(("model.embed_vision.", "model.embed_audio.", "model.vision_tower.",
+                                "model.audio_tower.", "model.multi_modal_projector.")):
+                continue
+            if "rotary_emb" in name or (name.startswith("lm_head.") and config.tie_word_embeddings):
+                continue
+            out[name] = value
+        return out
+
+

@@ -1,0 +1,122 @@
+"""Token generation: chunked prefill, then one token at a time, greedy or sampled."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+import mlx.core as mx
+
+from mlx_model.cache import ModelCache
+from mlx_model.gemma4 import Model
+
+PREFILL_CHUNK = 512
+
+
+def make_cache(model: Model) -> ModelCache:
+    """A fresh KV cache for `model` (pass it to `model(ids, cache=...)` or to `stream_generate`)."""
+    return model.make_cache()
+
+
+def sample(logits: mx.array, temperature: float, top_p: float = 1.0) -> mx.array:
+    """Pick the next token from logits [batch, vocab]: argmax at temperature 0, else sample (nucleus if top_p<1)."""
+    if temperature <= 0:
+        return mx.argmax(logits, axis=-1)
+    logits = logits.astype(mx.float32) / temperature
+    if top_p < 1.0:
+        order = mx.argsort(-logits, axis=-1)
+        sorted_logits = mx.take_along_axis(logits, order, axis=-1)
+        probs = mx.softmax(sorted_logits, axis=-1)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+        keep = (mx.cumsum(probs, axis=-1) - probs) < top_p
+        sorted_logits = mx.where(keep, sorted_logits, -mx.inf)
+        choice = mx.random.categorical(sorted_logits, axis=-1)
+        return mx.take_along_axis(order, choice[..., None], axis=-1)[..., 0]
+    return mx.random.categorical(logits, axis=-1)
+
+
+def prefill(model: Model, ids: mx.array, cache: ModelCache, chunk: int = PREFILL_CHUNK) -> mx.array:
+    """Feed ids [batch, length] into the cache in chunks; return the logits of the last position."""
+    for start in range(0, ids.shape[1] - 1, chunk):
+        end = min(start + chunk, ids.shape[1] - 1)
+        model.hidden_states(ids[:, start:end], cache)
+        mx.eval([c.keys for c in cache.layers if c is not None])
+    return model(ids[:, -1:], cache)[:, -1, :]
+
+
+def stream_generate(model: Model, prompt_ids: Sequence[int] | mx.array, *, max_tokens: int,
+                    temperature: float = 0.0, top_p: float = 1.0, stop_ids: Iterable[int] = (),
+                    cache: ModelCache | None = None, seed: int | None = None) -> Iterator[int]:
+    """Yield generated token ids one at a time (batch of one).
+
+    With `cache`, generation continues from it: pass only the tokens not already in the cache. Afterwards the
+    cache holds everything that was fed: the prompt and every yielded token but the last.
+    A stop id is yielded and ends generation.
+    """
+    ids = mx.array(prompt_ids).reshape(1, -1)
+    if ids.shape[1] == 0:
+        raise ValueError("prompt_ids is empty: give at least one token")
+    if max_tokens <= 0:
+        return
+    if seed is not None:
+        mx.random.seed(seed)
+    cache = cache if cache is not None else make_cache(model)
+    stops = set(stop_ids)
+    logits = prefill(model, ids, cache)
+    for step in range(max_tokens):
+        token = sample(logits, temperature, top_p)
+        mx.eval(token)
+        token_id = int(token.item())
+        yield token_id
+        if token_id in stops or step == max_tokens - 1:
+            return
+        logits = model(token.reshape(1, 1), cache)[:, -1, :]
+
+
+@dataclass
+class GenerationResult:
+    tokens: list[int] = field(default_factory=list)
+    prompt_tokens: int = 0
+    prompt_seconds: float = 0.0
+    generation_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    finish_reason: str = "length"  # "length" or "stop"
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds else 0.0
+
+    @property
+    def generation_tps(self) -> float:
+        """Tokens per second after the first token (the first one is paid by the prompt)."""
+        decoded = len(self.tokens) - 1
+        return decoded / self.generation_seconds if decoded > 0 and self.generation_seconds else 0.0
+
+
+def generate(model: Model, prompt_ids: Sequence[int] | mx.array, max_tokens: int = 256, temperature: float = 0.0,
+             *, top_p: float = 1.0, stop_ids: Iterable[int] = (), cache: ModelCache | None = None,
+             seed: int | None = None, on_token=None) -> GenerationResult:
+    """Generate up to `max_tokens` tokens; `.tokens` holds them (greedy at temperature 0).
+
+    `on_token(token_id)` is called as each token arrives (for streaming output).
+    """
+    result = GenerationResult(prompt_tokens=mx.array(prompt_ids).size)
+    stops = set(stop_ids)
+    mx.reset_peak_memory()
+    start = time.perf_counter()
+    first_at = None
+    for token in stream_generate(model, prompt_ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                 stop_ids=stops, cache=cache, seed=seed):
+        if first_at is None:
+            first_at = time.perf_counter()
+        result.tokens.append(token)
+        if on_token is not None:
+            on_token(token)
+        if token in stops:
+            result.finish_reason = "stop"
+    end = time.perf_counter()
+    if first_at is not None:
+        result.prompt_seconds = first_at - start
+        result.generation_seconds = end - first_at
+    result.peak_memory_bytes = mx.get_peak_memory()
+    return result
