@@ -53,9 +53,11 @@ class MlxBackend:
         self.stop_ids = tuple((stops | set(self.tokenizer.eos_ids)) - {None})
 
     def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt; the leading `<bos>` becomes the tokenizer's BOS id."""
         bos = "<bos>"
-        body = text[len(bos) :] if text.startswith(bos) else text
-        return [self.tokenizer.bos_id, *self.tokenizer.encode(body)]
+        if text.startswith(bos) and self.tokenizer.bos_id is not None:
+            return [self.tokenizer.bos_id, *self.tokenizer.encode(text[len(bos) :])]
+        return self.tokenizer.encode(text)
 
     def _reuse_cache(self, prompt: list[int]) -> list[int]:
         """Trim the cache to the common prefix with `prompt` and return the ids still to feed."""
@@ -77,16 +79,18 @@ class MlxBackend:
         prompt = self.encode_prompt(render_conversation(messages, tools))
         todo = self._reuse_cache(prompt)
         generated: list[int] = []
-        shown = ""
+        decoder = self.runtime.StreamingDecoder(self.tokenizer)
         try:
             for token in self.runtime.stream_generate(
                 self.model, todo, max_tokens=max_tokens, stop_ids=self.stop_ids, cache=self.cache
             ):
                 generated.append(int(token))
-                text = self.tokenizer.decode(generated)
-                if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                    on_text(text[len(shown) :])
-                    shown = text
+                piece = decoder.add(int(token))
+                if piece:
+                    on_text(piece)
+            tail = decoder.flush()
+            if tail:
+                on_text(tail)
         except KeyboardInterrupt:
             self.cache, self.cached_ids = self.runtime.make_cache(self.model), []  # cache state unknown now
             raise

@@ -1,0 +1,77 @@
+"""The mlx backend on a tiny real Gemma 4 checkpoint: chat-format tokens, streaming, KV-cache reuse across turns."""
+import json
+import shutil
+
+import pytest
+
+from agent.backends import BackendUnavailable
+from agent.backends.mlx import MlxBackend
+from mlx_model.chat_format import render_conversation
+from tests.model_refs import build_reference, text_config_kwargs
+
+S, F = "sliding_attention", "full_attention"
+SMALL = text_config_kwargs(layer_types=[S, S, F], num_hidden_layers=3, attention_k_eq_v=True, global_head_dim=32,
+                           num_global_key_value_heads=1, final_logit_softcapping=30.0)
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<|turn>", "<turn|>", "<|tool>", "<tool|>", "<|tool_call>",
+            "<tool_call|>", "<|tool_response>", "<tool_response|>", '<|"|>', "<|channel>", "<channel|>"]
+TOOLS = [{"name": "read_file", "description": "Read a file", "parameters": {
+    "type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}]
+
+
+def make_tokenizer(directory):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=256, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([(json.__doc__ or "") + "def add(a, b):\n    return a + b\n" * 20], trainer)
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>", "eos_token": "<eos>"}))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("agent_ckpt")
+    build_reference(path, SMALL)
+    make_tokenizer(path)
+    return path
+
+
+def test_control_strings_become_single_special_tokens(checkpoint):
+    backend = MlxBackend(str(checkpoint))
+    ids = backend.encode_prompt('<bos><|turn>user\nx<turn|>\n<|tool_call>call:f{a:<|"|>b<|"|>}<tool_call|>')
+    tokenizer = backend.tokenizer
+    for special in ("<|turn>", "<turn|>", "<|tool_call>", "<tool_call|>", '<|"|>'):
+        assert tokenizer.token_to_id(special) in ids
+    assert ids[0] == tokenizer.bos_id and ids.count(tokenizer.bos_id) == 1
+
+
+def test_second_turn_reuses_the_cache_and_matches_a_fresh_run(checkpoint):
+    backend = MlxBackend(str(checkpoint))
+    messages = [{"role": "system", "content": "You write code."}, {"role": "user", "content": "def add(a, b):"}]
+    streamed = []
+    first = backend.complete(messages, TOOLS, max_tokens=6, on_text=streamed.append)
+    assert "".join(streamed) == first.raw and first.tokens_out >= 1
+    prompt_len = len(backend.encode_prompt(render_conversation(messages, TOOLS)))
+    assert first.tokens_in == prompt_len
+
+    messages += [{"role": "assistant", "content": first.raw}, {"role": "user", "content": "return a + b"}]
+    second = backend.complete(messages, TOOLS, max_tokens=6, on_text=lambda t: None)
+    fresh = MlxBackend(str(checkpoint)).complete(messages, TOOLS, max_tokens=6, on_text=lambda t: None)
+    assert second.raw == fresh.raw
+    assert second.tokens_in < fresh.tokens_in  # only the tokens after the cached prefix were fed
+
+
+def test_missing_or_bad_weights_fail_fast_with_instructions(tmp_path, checkpoint):
+    with pytest.raises(BackendUnavailable, match="gemma-agent convert"):
+        MlxBackend(None)
+    with pytest.raises(BackendUnavailable, match="does not exist"):
+        MlxBackend(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BackendUnavailable, match="--backend openai"):
+        MlxBackend(str(tmp_path / "empty"))
+    no_tokenizer = shutil.copytree(checkpoint, tmp_path / "no_tok", ignore=shutil.ignore_patterns("tokenizer*"))
+    with pytest.raises(BackendUnavailable, match="no tokenizer"):
+        MlxBackend(str(no_tokenizer))
