@@ -28,16 +28,16 @@ def add_repl_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sandbox.workspace import Workspace
-
-    from agent.repl import Repl, run_repl
-
     try:
         repo = find_repo(args.repo)
         config = config_from_args(args, repo, approve=args.approve)
         backend = make_backend(config)
     except (UsageError, BackendUnavailable) as exc:
         return error(str(exc))
+    from sandbox.workspace import Workspace
+
+    from agent.repl import Repl, run_repl
+
     try:
         workspace = Workspace.create(repo, include="working")
     except Exception as exc:  # sandbox or git trouble: one clear line, not a traceback
