@@ -10,7 +10,7 @@ from mlx_model.chat_format import STOP_STRINGS, render_conversation
 NO_WEIGHTS_HELP = (
     "Get weights: download google/gemma-4-12B-it from Hugging Face (e.g. `huggingface-cli download "
     "google/gemma-4-12B-it --local-dir ~/models/gemma-4-12B-it`), convert them with `gemma-agent convert "
-    "~/models/gemma-4-12B-it ~/models/gemma-4-12b-mlx`, then pass `--model ~/models/gemma-4-12b-mlx` or set "
+    "~/models/gemma-4-12B-it ~/models/gemma-4-12b-mlx --bits 4`, then pass `--model ~/models/gemma-4-12b-mlx` or set "
     "GEMMA_AGENT_MODEL or `model = ...` in .gemma-agent.toml. Or use a server: "
     "`--backend openai --base-url http://127.0.0.1:8080/v1`."
 )
