@@ -155,14 +155,19 @@ def _describe_edit(path: str, before: str, after: str, spans: list[Span]) -> str
     if len(spans) > 1:
         return f"edited {path}: replaced {len(spans)} occurrences"
     span = spans[0]
-    old_range = _line_range(before, span)
     first = _line_of(after, span.start)
-    last = first + span.replacement.count("\n") if span.replacement else first
+    last = first + span.replacement.count("\n")
     lines = after.split("\n")
+    if after.endswith("\n"):
+        lines.pop()  # the empty string after the final newline is not a line
     lo, hi = max(1, first - SNIPPET_CONTEXT), min(len(lines), last + SNIPPET_CONTEXT)
     hi = min(hi, lo + SNIPPET_MAX_LINES - 1)
-    return (f"edited {path}: replaced lines {old_range} (now lines {first}-{last}). The file around the edit:\n"
-            + _numbered(lines, lo, hi))
+    now = f"line {first}" if first == last else f"lines {first}-{last}"
+    old = _line_range(before, span)
+    summary = f"edited {path}: replaced {'line' if '-' not in old else 'lines'} {old} (now {now})"
+    if not lines:
+        return summary + "; the file is now empty"
+    return summary + ". The file around the edit:\n" + _numbered(lines, lo, hi)
 
 
 def _syntax_note(full: Path, path: str, text: str) -> str:

@@ -57,7 +57,10 @@ def tolerant_spans(text: str, old: str, new: str) -> list[Span]:
             matched = file_body[position:position + count]
             first, last = matched[0][0], matched[-1][0]
             replacement = "\n".join(_adapt(new_lines, old_body, [line for _, line in matched]))
-            spans.append(Span(offsets[first], offsets[last] + len(lines[last]), replacement))
+            end = offsets[last] + len(lines[last])
+            if not new_lines and last + 1 < len(lines):
+                end += 1  # deleting whole lines: take their newline too, leave no blank line behind
+            spans.append(Span(offsets[first], end, replacement))
             position += count
         else:
             position += 1

@@ -44,7 +44,7 @@ def read_file(path: str, start_line: int | None = None, end_line: int | None = N
     if end_line is not None and end_line < first:
         raise ToolError(f"end_line={end_line} is before start_line={first}")
     last = total if end_line is None else min(end_line, total)
-    width = len(str(last))
+    width = len(str(min(last, first + READ_MAX_LINES - 1)))
     shown: list[str] = []
     used = 0
     for number in range(first, last + 1):

@@ -55,31 +55,32 @@ class IgnoreRules:
 
 
 def walk_files(root: Path, start: Path | None = None) -> Iterator[str]:
-    """Yield posix paths, relative to `root`, of the files under `start` (default: root) that git would not ignore.
+    """Yield posix paths, relative to `root`, of the files under `start` (default: root) that git would not
+    ignore, depth first with each directory's entries sorted by name.
 
-    Directories are visited in sorted order; ignored directories are not entered; symlinked directories are
-    not followed and file links leading outside the workspace are skipped.
+    Ignored directories are not entered; symlinked directories are not followed and file links leading
+    outside the workspace are skipped.
     """
     root = root.resolve()
     start = (start or root).resolve()
-    rules = IgnoreRules(root)
-    for dirpath, dirnames, filenames in os.walk(start):
-        here = Path(dirpath)
-        rel_here = here.relative_to(root).as_posix()
-        prefix = "" if rel_here == "." else rel_here + "/"
-        kept = []
-        for name in sorted(dirnames):
-            if name in ALWAYS_SKIPPED_DIRS or (here / name).is_symlink():
+    rel_start = start.relative_to(root).as_posix()
+    yield from _walk(root, start, "" if rel_start == "." else rel_start + "/", IgnoreRules(root))
+
+
+def _walk(root: Path, here: Path, prefix: str, rules: IgnoreRules) -> Iterator[str]:
+    try:
+        entries = sorted(os.scandir(here), key=lambda entry: entry.name)
+    except OSError:
+        return
+    for entry in entries:
+        rel = prefix + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            if entry.name not in ALWAYS_SKIPPED_DIRS and not rules.ignored(rel, is_dir=True):
+                yield from _walk(root, Path(entry.path), rel + "/", rules)
+        elif entry.is_file() and not rules.ignored(rel, is_dir=False):
+            if entry.is_symlink() and not _inside(root, Path(entry.path)):
                 continue
-            if not rules.ignored(prefix + name, is_dir=True):
-                kept.append(name)
-        dirnames[:] = kept
-        for name in sorted(filenames):
-            if rules.ignored(prefix + name, is_dir=False):
-                continue
-            if (here / name).is_symlink() and not _inside(root, here / name):
-                continue
-            yield prefix + name
+            yield rel
 
 
 def _inside(root: Path, path: Path) -> bool:
