@@ -6,13 +6,16 @@ import numpy as np
 
 def pagerank(
     node_count: int,
-    edges: list[tuple[int, int, float]],
+    source: np.ndarray,
+    target: np.ndarray,
+    weight: np.ndarray,
     personalization: np.ndarray | None = None,
     damping: float = 0.85,
-    tolerance: float = 1e-10,
+    tolerance: float = 1e-9,
     max_iterations: int = 200,
 ) -> np.ndarray:
-    """Stationary distribution of a walk that follows edges with probability proportional to their weight
+    """Stationary distribution of a walk that follows edges (source[i] -> target[i], weight[i] > 0; parallel
+    edges add up) with probability proportional to their weight
     (probability `damping`) or jumps to a node drawn from `personalization` (uniform when None).
 
     Nodes with no outgoing edge jump by the personalization too, so the result always sums to 1.
@@ -26,13 +29,11 @@ def pagerank(
         if jump.shape != (node_count,) or (jump < 0).any() or jump.sum() <= 0:
             raise ValueError("personalization must be a non-negative vector with a positive sum, one per node")
         jump = jump / jump.sum()
-    if edges:
-        source, target, weight = (np.asarray(column) for column in zip(*edges))
-        source, target = source.astype(np.int64), target.astype(np.int64)
-        weight = weight.astype(np.float64)
-    else:
-        source = target = np.zeros(0, dtype=np.int64)
-        weight = np.zeros(0)
+    source = np.asarray(source, dtype=np.int64)
+    target = np.asarray(target, dtype=np.int64)
+    weight = np.asarray(weight, dtype=np.float64)
+    if not source.shape == target.shape == weight.shape:
+        raise ValueError("source, target and weight must have the same length")
     out_weight = np.bincount(source, weights=weight, minlength=node_count)
     share = weight / np.where(out_weight[source] > 0, out_weight[source], 1.0)
     dangling = out_weight <= 0

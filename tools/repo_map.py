@@ -4,9 +4,11 @@
    disk by path, mtime and size (tools.tag_cache).
 2. Graph: one node per file; an edge A -> B for every identifier A references and B defines, weighted by
    sqrt(references) / (number of files defining it), times 10 for focus symbols, 0.1 for _private names and
-   0.1 for names defined in more than five files (too generic to say much).
+   0.1 for names defined in more than five files (too generic to say much); in Python files, references to
+   built-in names (str, print, append, ...) are not counted.
 3. Rank: personalized PageRank (tools.ranking) toward the focus files and the files defining focus symbols;
-   each file's rank flows to the definitions its in-edges point at.
+   each file's rank flows to the definitions its in-edges point at. Focus symbols come first, then the focus
+   files' own definitions, then the rest by that flow.
 4. Render: the top definitions, grouped by file, as numbered signature lines (with their enclosing class or
    function), as many as fit in the budget (binary search).
 
@@ -15,6 +17,7 @@ Token counts are estimated as ceil(characters / 4) (no tokenizer is guaranteed a
 """
 from __future__ import annotations
 
+import builtins
 import math
 import os
 from collections import defaultdict
@@ -33,6 +36,12 @@ from tools.walk import walk_files
 MAX_FILES = 20_000  # files beyond this (in walk order) are left out of the map, with a note
 MAX_FILE_BYTES = 1_000_000  # larger files are usually generated; they are skipped
 MIN_TOKENS, MAX_TOKENS = 64, 16_384
+
+# In Python files, a reference to one of these almost always means the built-in (str(), x.append(), ...), not a
+# same-named definition elsewhere in the repository; counting them would crown every module that shadows one.
+PYTHON_BUILTIN_NAMES = frozenset(
+    name for namespace in (builtins, str, bytes, list, dict, set, int, float, object) for name in dir(namespace)
+)
 
 
 def estimate_tokens(text: str) -> int:
@@ -184,42 +193,69 @@ def rank_definitions(tags: dict[str, FileTags], focus_files: set[str],
     """Definition names per file, most relevant first."""
     paths = sorted(tags)
     index = {path: i for i, path in enumerate(paths)}
-    definers: dict[str, set[str]] = defaultdict(set)
+    definers: dict[str, list[int]] = defaultdict(list)
     for path in paths:
-        for definition in tags[path].definitions:
-            definers[definition.name].add(path)
-    edges: list[tuple[int, int, float]] = []
-    edge_names: list[tuple[str, str]] = []  # (target file, identifier) of each edge
+        for name in {d.name for d in tags[path].definitions}:
+            definers[name].append(index[path])
+    names = list(definers)
+    name_id = {name: i for i, name in enumerate(names)}
+    counts = np.array([len(definers[name]) for name in names], dtype=np.int64)
+    first_definer = np.concatenate([[0], np.cumsum(counts)])
+    definer_files = np.fromiter((f for name in names for f in definers[name]), dtype=np.int64,
+                                count=int(first_definer[-1]))
+    name_weight = np.array([_identifier_weight(name, len(definers[name]), focus_symbols) for name in names])
+    # one row per (file, referenced identifier that some file defines)
+    ref_file, ref_name, ref_count = [], [], []
     for path in paths:
+        skipped = PYTHON_BUILTIN_NAMES if language_of(path) == "python" else frozenset()
         for name, count in tags[path].references.items():
-            targets = definers.get(name)
-            if not targets:
-                continue
-            weight = _identifier_weight(name, len(targets), focus_symbols) * math.sqrt(count) / len(targets)
-            for target in targets:
-                if target != path:
-                    edges.append((index[path], index[target], weight))
-                    edge_names.append((target, name))
+            identifier = name_id.get(name)
+            if identifier is not None and name not in skipped:
+                ref_file.append(index[path])
+                ref_name.append(identifier)
+                ref_count.append(count)
+    ref_file_a = np.array(ref_file, dtype=np.int64)
+    ref_name_a = np.array(ref_name, dtype=np.int64)
+    fan_out = counts[ref_name_a]
+    ref_weight = name_weight[ref_name_a] * np.sqrt(np.array(ref_count, dtype=np.float64)) / fan_out
+    # expand each row into one edge per defining file: (referencing file -> defining file, identifier)
+    source = np.repeat(ref_file_a, fan_out)
+    name_of_edge = np.repeat(ref_name_a, fan_out)
+    weight = np.repeat(ref_weight, fan_out)
+    offset_in_row = np.arange(len(source)) - np.repeat(np.cumsum(fan_out) - fan_out, fan_out)
+    target = definer_files[first_definer[name_of_edge] + offset_in_row]
+    keep = source != target
+    source, target, name_of_edge, weight = source[keep], target[keep], name_of_edge[keep], weight[keep]
+
     jump = np.zeros(len(paths))
     for path in focus_files:
         jump[index[path]] = 1.0
     for name in focus_symbols:
-        for path in definers.get(name, ()):
-            jump[index[path]] = 1.0
-    rank = pagerank(len(paths), edges, jump if jump.any() else None)
-    out_weight = np.zeros(len(paths))
-    for source, _, weight in edges:
-        out_weight[source] += weight
-    scores: dict[tuple[str, str], float] = defaultdict(float)
-    for (source, _, weight), key in zip(edges, edge_names):
-        scores[key] += rank[source] * weight / out_weight[source]
+        for file_index in definers.get(name, ()):
+            jump[file_index] = 1.0
+    pairs, pair_of_edge = np.unique(source * len(paths) + target, return_inverse=True)
+    pair_weight = np.bincount(pair_of_edge, weights=weight)
+    rank = pagerank(len(paths), pairs // len(paths), pairs % len(paths), pair_weight,
+                    jump if jump.any() else None)
+    out_weight = np.bincount(source, weights=weight, minlength=len(paths))
+    flow = rank[source] * weight / np.where(out_weight[source] > 0, out_weight[source], 1.0)
+    keys, key_of_edge = np.unique(target * len(names) + name_of_edge, return_inverse=True)
+    key_flow = np.bincount(key_of_edge, weights=flow)
+    scores: dict[tuple[str, str], float] = {
+        (paths[key // len(names)], names[key % len(names)]): value
+        for key, value in zip(keys.tolist(), key_flow.tolist())
+    }
     for path in paths:
-        names = {d.name for d in tags[path].definitions}
-        for name in names:
+        defined_here = {d.name for d in tags[path].definitions}
+        for name in defined_here:
             # definitions nobody references still rank by their file, far behind referenced ones
-            scores[(path, name)] += rank[index[path]] * 1e-3 / len(names)
+            bonus = rank[index[path]] * 1e-3 / len(defined_here)
             if name in focus_symbols:
-                scores[(path, name)] += 1.0
+                bonus += 1.0
+            elif path in focus_files:
+                bonus += 0.5  # the focus files' own outline comes first, then what they use
+
+            scores[(path, name)] = scores.get((path, name), 0.0) + bonus
     entries = [_Entry(score, path, name) for (path, name), score in scores.items()]
     entries.sort(key=lambda entry: (-entry.score, entry.path, entry.name))
     return entries
