@@ -30,6 +30,8 @@ def test_search_glob_and_path(repo):
     assert search("parse_header", glob="*.md", workspace=repo) == "pkg/notes.md:1: parse_header is documented here"
     assert search("parse_header", path="pkg/core.py", workspace=repo) == "pkg/core.py:1: def parse_header(x):"
     assert search("(?i)PARSE_BODY", path="pkg", workspace=repo) == "pkg/core.py:4: def parse_body(y):"
+    assert search("parse_body", path="pkg", glob="core.py", workspace=repo) == "pkg/core.py:4: def parse_body(y):"
+    assert "no matches" in search("parse_body", glob="/core.py", workspace=repo)  # anchored at the root
 
 
 def test_search_skips_ignored_and_binary_files(repo):

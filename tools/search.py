@@ -20,7 +20,8 @@ MAX_LINE_CHARS = 240
     {
         "pattern": {"type": "string", "description": "Regular expression, e.g. 'def parse_\\w+'."},
         "path": {"type": "string", "description": "File or directory to search, relative to the root. Default '.'."},
-        "glob": {"type": "string", "description": "Only search files matching this glob, e.g. '*.py'."},
+        "glob": {"type": "string",
+                 "description": "Only search files matching this glob (relative to path), e.g. '*.py'."},
     },
     required=("pattern",),
 )
@@ -39,13 +40,15 @@ def search(pattern: str, path: str = ".", glob: str | None = None, *,
     matcher = compile_glob(glob)
     if start.is_file():
         candidates = [start.relative_to(root).as_posix()]
+        base = ""
     else:
         candidates = walk_files(root, start)
+        base = "" if start == root else start.relative_to(root).as_posix() + "/"
     results: list[str] = []
     total = files_hit = 0
     capped_files: list[str] = []
     for rel in candidates:
-        if matcher is not None and not matcher.match_file(rel):
+        if matcher is not None and not matcher.match_file(rel[len(base):]):  # glob is relative to `path`
             continue
         try:
             text = read_text(root / rel).text
