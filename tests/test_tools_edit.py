@@ -203,3 +203,19 @@ def test_deleting_lines_with_sloppy_whitespace_leaves_no_blank_line(tmp_path):
     path = put(tmp_path, "d.py", b"a = 1\n\tb = 2  \nc = 3\n")
     edit_file("d.py", "    b = 2\n", "", workspace=tmp_path)  # wrong indent: tolerant match
     assert path.read_bytes() == b"a = 1\nc = 3\n"
+
+
+def test_line_numbers_copied_from_read_file_are_ignored(tmp_path):
+    path = put(tmp_path, "n.py", b"def f():\n    a = 1\n    return a\n")
+    edit_file("n.py", " 2\t    a = 1\n 3\t    return a\n", "2\t    a = 2\n3\t    return a\n", workspace=tmp_path)
+    assert path.read_bytes() == b"def f():\n    a = 2\n    return a\n"
+    path.write_bytes(b"x = 1\n7\tvalue\n")
+    edit_file("n.py", "7\tvalue", "7\tother", workspace=tmp_path)  # an exact match wins over number stripping
+    assert path.read_bytes() == b"x = 1\n7\tother\n"
+
+
+def test_model_uses_four_space_indents_in_a_two_space_file(tmp_path):
+    path = put(tmp_path, "two.py", b"class A:\n  def f(self):\n    return 1\n")
+    edit_file("two.py", "    def f(self):\n        return 1", "    def f(self):\n        if self:\n            return 1\n"
+              "        return 0", workspace=tmp_path)
+    assert path.read_text() == "class A:\n  def f(self):\n    if self:\n      return 1\n    return 0\n"

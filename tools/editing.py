@@ -3,6 +3,7 @@ file's encoding, byte-order mark, newline style and permissions."""
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from tools.matching import Span, closest_region, exact_spans, tolerant_spans
 from tools.textfile import (TextFile, TextFileError, atomic_write, normalize_newlines, read_text,
                             restore_newlines)
 
+# every non-blank line starts like read_file's output: a line number and a tab
+_NUMBERED = re.compile(r"\A(?:[ ]*\d+\t[^\n]*\n|[ \t]*\n)*[ ]*\d+\t[^\n]*\n?\Z")
 SNIPPET_CONTEXT = 2  # lines shown around an edit in the confirmation
 SNIPPET_MAX_LINES = 30
 
@@ -44,6 +47,11 @@ def edit_file(path: str, old: str, new: str, replace_all: bool = False, *,
     if old == new:
         raise ToolError("old and new are identical: nothing would change")
     spans = exact_spans(text, old, new) or tolerant_spans(text, old, new)
+    if not spans and _NUMBERED.match(old):
+        # the model copied read_file's line numbers along with the text
+        bare_old = _strip_numbers(old)
+        bare_new = _strip_numbers(new) if _NUMBERED.match(new) else new
+        spans = exact_spans(text, bare_old, bare_new) or tolerant_spans(text, bare_old, bare_new)
     if not spans:
         raise ToolError(_no_match_message(path, text, old))
     if len(spans) > 1 and not replace_all:
@@ -86,6 +94,10 @@ def write_file(path: str, content: str, *, workspace: str | os.PathLike[str] = "
     lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
     verb = "overwrote" if existed else "created"
     return f"{verb} {path} ({lines} lines)" + _syntax_note(full, path, text)
+
+
+def _strip_numbers(text: str) -> str:
+    return re.sub(r"(?m)^[ ]*\d+\t", "", text)
 
 
 def _writable_path(workspace: str | os.PathLike[str], path: str) -> Path:
