@@ -216,6 +216,7 @@ def test_line_numbers_copied_from_read_file_are_ignored(tmp_path):
 
 def test_model_uses_four_space_indents_in_a_two_space_file(tmp_path):
     path = put(tmp_path, "two.py", b"class A:\n  def f(self):\n    return 1\n")
-    edit_file("two.py", "    def f(self):\n        return 1", "    def f(self):\n        if self:\n            return 1\n"
-              "        return 0", workspace=tmp_path)
+    old = "    def f(self):\n        return 1"
+    new = "    def f(self):\n        if self:\n            return 1\n        return 0"
+    edit_file("two.py", old, new, workspace=tmp_path)
     assert path.read_text() == "class A:\n  def f(self):\n    if self:\n      return 1\n    return 0\n"

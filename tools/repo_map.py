@@ -122,8 +122,8 @@ def build_repo_map(root: Path, focus: list[str], max_tokens: int,
         notes.append(f"only the first {MAX_FILES:,} of {len(files):,} source files are mapped")
         files = files[:MAX_FILES]
     if not files:
-        return "no source files in a supported language (Python, JavaScript, TypeScript, Go, Rust, Java, C, " \
-               "C++, Ruby) were found in the workspace"
+        return ("no source files in a supported language (Python, JavaScript, TypeScript, Go, Rust, Java, C, "
+                "C++, Ruby) were found in the workspace")
     tags = collect_tags(root, files, cache_dir)
     focus_files, focus_symbols, unmatched = _resolve_focus(root, focus, tags)
     if unmatched:
@@ -145,9 +145,10 @@ def build_repo_map(root: Path, focus: list[str], max_tokens: int,
             low = middle
         else:
             high = middle - 1
+    if not ranked:
+        return header + "no definitions found\n" + footer
     if low == 0:
-        return (f"max_tokens={max_tokens} is too small to show any definition; "
-                "ask for a larger budget or a narrower focus") if ranked else header + "no definitions found\n" + footer
+        return f"max_tokens={max_tokens} is too small to show any definition; ask for a larger budget"
     return render_top(low).rstrip("\n")
 
 

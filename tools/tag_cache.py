@@ -22,7 +22,10 @@ def cache_dir_for(root: Path) -> Path:
     override = os.environ.get("GEMMA_AGENT_CACHE_DIR")
     if override is None and (root / ".git").is_dir():
         return root / ".git" / "gemma-agent"
-    base = Path(override) if override else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gemma-agent"
+    if override:
+        base = Path(override)
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gemma-agent"
     return base / hashlib.sha256(str(root).encode()).hexdigest()[:16]
 
 

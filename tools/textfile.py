@@ -59,7 +59,7 @@ def decode(data: bytes) -> TextFile:
             try:
                 return TextFile(data[len(bom):].decode(encoding), encoding, bom)
             except UnicodeDecodeError as exc:
-                raise TextFileError(f"it starts with a {encoding} byte-order mark but is not valid {encoding}") from exc
+                raise TextFileError(f"it has a {encoding} byte-order mark but is not valid {encoding}") from exc
     if looks_binary(data):
         raise TextFileError("it looks like a binary file (it contains NUL bytes)")
     try:
