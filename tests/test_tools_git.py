@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +79,16 @@ def test_unborn_head_and_errors(tmp_path_factory, repo):
         git_status(workspace=plain)
     with pytest.raises(ToolError, match="base ref 'nope' is not a commit"):
         git_diff(workspace=repo, settings=ToolSettings(workspace=repo, base_ref="nope"))
+
+
+def test_without_git_installed_only_the_git_tools_fail(repo):
+    script = ("from tools.toolbox import Toolbox, ToolSettings\n"
+              "import sys\n"
+              "box = Toolbox(ToolSettings(workspace=sys.argv[1]))\n"
+              "print(box.call('git_status', {}))\n"
+              "print(box.call('read_file', {'path': 'app.py'}))\n")
+    env = {"PATH": "/nonexistent", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script, str(repo)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("error: git is not available on this machine")
+    assert "1\tdef main():" in done.stdout

@@ -10,12 +10,13 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
-
-import git
+from typing import TYPE_CHECKING, Iterator
 
 from tools.base import ToolError, resolve_path, tool
 from tools.toolbox import ToolSettings
+
+if TYPE_CHECKING:
+    import git
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's well-known id of the empty tree
 
@@ -63,6 +64,13 @@ def git_status(*, workspace: str | os.PathLike[str] = ".", settings: ToolSetting
 def _open(workspace: str | os.PathLike[str]) -> git.Repo:
     root = resolve_path(workspace, ".")
     try:
+        # imported here: GitPython refuses to import when no git executable is installed, and that must
+        # not take the other tools down with it
+        import git
+    except ImportError:
+        raise ToolError("git is not available on this machine (no git executable on PATH); "
+                        "install git to use this tool") from None
+    try:
         return git.Repo(root, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise ToolError(f"the workspace {str(root)!r} is not a git repository") from None
@@ -73,7 +81,7 @@ def _base(repo: git.Repo, settings: ToolSettings | None) -> str:
     if ref:
         try:
             return repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
-        except git.GitCommandError:
+        except Exception:  # git.GitCommandError; git is imported lazily (see _open)
             raise ToolError(f"the base ref {ref!r} is not a commit in this repository") from None
     try:
         return repo.head.commit.hexsha
