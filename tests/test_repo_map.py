@@ -237,3 +237,21 @@ def test_pagerank_matches_the_linear_solution():
     np.testing.assert_allclose(rank, expected, atol=1e-9)
     with pytest.raises(ValueError):
         pagerank(2, [], [], [], np.array([0.0, 0.0]))
+
+
+def test_a_grammar_that_fails_to_load_leaves_only_its_files_out(tmp_path, monkeypatch):
+    import tools.tags
+
+    root = make_project(tmp_path / "p")
+    (root / "web.js").write_text("function render() { return 1 }\n")
+    real = tools.tags._parser_and_query
+
+    def no_javascript(language):
+        if language == "javascript":
+            raise ImportError("No module named 'tree_sitter_javascript'")
+        return real(language)
+
+    monkeypatch.setattr(tools.tags, "_parser_and_query", no_javascript)
+    out = repo_map(workspace=root)
+    assert "class Engine:" in out and "render" not in out
+    assert "javascript files left out, its grammar failed to load (ImportError" in out

@@ -100,16 +100,26 @@ def source_files(root: Path) -> list[str]:
     return found
 
 
-def collect_tags(root: Path, files: Iterable[str], cache_dir: Path | None = None) -> dict[str, FileTags]:
-    """Tags of `files` (paths relative to `root`), through the on-disk cache, which is then saved."""
+def collect_tags(root: Path, files: Iterable[str],
+                 cache_dir: Path | None = None) -> tuple[dict[str, FileTags], dict[str, str]]:
+    """Tags of `files` (paths relative to `root`), through the on-disk cache, which is then saved; and the
+    languages whose grammar could not be loaded (language -> reason), whose files are left out."""
     cache = TagCache(root, cache_dir)
     tags: dict[str, FileTags] = {}
+    unavailable: dict[str, str] = {}
     for rel in files:
-        file_tags = cache.tags_for(rel, language_of(rel) or "")
+        language = language_of(rel) or ""
+        if language in unavailable:
+            continue
+        try:
+            file_tags = cache.tags_for(rel, language)
+        except (ImportError, ValueError) as exc:  # a missing grammar wheel, or one this tree-sitter can't load
+            unavailable[language] = f"{type(exc).__name__}: {exc}"
+            continue
         if file_tags is not None:
             tags[rel] = file_tags
     cache.save(keep=set(tags))
-    return tags
+    return tags, unavailable
 
 
 def build_repo_map(root: Path, focus: list[str], max_tokens: int,
@@ -124,7 +134,9 @@ def build_repo_map(root: Path, focus: list[str], max_tokens: int,
     if not files:
         return ("no source files in a supported language (Python, JavaScript, TypeScript, Go, Rust, Java, C, "
                 "C++, Ruby) were found in the workspace")
-    tags = collect_tags(root, files, cache_dir)
+    tags, unavailable = collect_tags(root, files, cache_dir)
+    notes += [f"{language} files left out, its grammar failed to load ({reason})"
+              for language, reason in unavailable.items()]
     focus_files, focus_symbols, unmatched = _resolve_focus(root, focus, tags)
     if unmatched:
         notes.append(f"focus matched no file or symbol: {', '.join(unmatched)}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -104,9 +105,13 @@ def tagger_version() -> str:
     """Changes whenever the queries or grammar versions change, so cached tags from older ones are dropped."""
     digest = hashlib.sha256()
     for language, (module, _) in sorted(_GRAMMARS.items()):
-        version = getattr(importlib.import_module(module), "__version__", "")
-        digest.update(f"{language}:{version}:{_query_source(language)}".encode())
-    digest.update(f"tree-sitter:{getattr(tree_sitter, '__version__', '')}:sig{MAX_SIGNATURE_CHARS}".encode())
+        try:
+            version = importlib.metadata.version(module.replace("_", "-"))
+            query = _query_source(language)
+        except (ImportError, OSError):  # not installed: collect_tags reports it when a file needs it
+            version, query = "missing", ""
+        digest.update(f"{language}:{version}:{query}".encode())
+    digest.update(f"tree-sitter:{importlib.metadata.version('tree-sitter')}:sig{MAX_SIGNATURE_CHARS}".encode())
     return digest.hexdigest()[:16]
 
 
