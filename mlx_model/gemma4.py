@@ -132,14 +132,18 @@ class TextModel(nn.Module):
         """Final-normed hidden states. Without a cache, a temporary one holds this call's keys and values."""
         if cache is None:
             cache = make_layer_caches(self.config)
-        h = self.embed_tokens(input_ids)
-        # transformers multiplies by sqrt(hidden) cast to the weights' dtype (62.0 rather than 61.97 in bf16).
-        h = h * mx.array(math.sqrt(self.config.hidden_size), dtype=h.dtype)
+        h = self.embed(input_ids)
         offset = cache.offset
         for index, layer in enumerate(self.layers):
             source = layer.self_attn.spec.kv_source
             h = layer(h, offset, cache[index if source is None else source])
         return self.norm(h)
+
+    def embed(self, input_ids: mx.array) -> mx.array:
+        """Scaled token embeddings (also the drafter's view of a token)."""
+        h = self.embed_tokens(input_ids)
+        # transformers multiplies by sqrt(hidden) cast to the weights' dtype (62.0 rather than 61.97 in bf16).
+        return h * mx.array(math.sqrt(self.config.hidden_size), dtype=h.dtype)
 
 
 def make_layer_caches(config: TextConfig, rollback_slack: int | None = None) -> ModelCache:

@@ -7,8 +7,10 @@ from typing import Iterable, Iterator, Sequence
 
 import mlx.core as mx
 
+from mlx_model.assistant import Drafter
 from mlx_model.cache import ModelCache
 from mlx_model.gemma4 import Model
+from mlx_model.speculative import SpeculativeStats, speculative_stream
 
 PREFILL_CHUNK = 512
 
@@ -46,13 +48,20 @@ def prefill(model: Model, ids: mx.array, cache: ModelCache, chunk: int = PREFILL
 
 def stream_generate(model: Model, prompt_ids: Sequence[int] | mx.array, *, max_tokens: int,
                     temperature: float = 0.0, top_p: float = 1.0, stop_ids: Iterable[int] = (),
-                    cache: ModelCache | None = None, seed: int | None = None) -> Iterator[int]:
+                    cache: ModelCache | None = None, seed: int | None = None, drafter: Drafter | None = None,
+                    draft_length: int | None = None, stats: SpeculativeStats | None = None) -> Iterator[int]:
     """Yield generated token ids one at a time (batch of one).
 
     With `cache`, generation continues from it: pass only the tokens not already in the cache. Afterwards the
     cache holds everything that was fed: the prompt and every yielded token but the last.
-    A stop id is yielded and ends generation.
+    A stop id is yielded and ends generation. With `drafter`, tokens come from speculative decoding
+    (`draft_length` None = adaptive); `stats` then collects its statistics.
     """
+    if drafter is not None:
+        yield from speculative_stream(model, drafter, prompt_ids, max_tokens=max_tokens, temperature=temperature,
+                                      top_p=top_p, stop_ids=stop_ids, cache=cache, draft_length=draft_length,
+                                      seed=seed, stats=stats)
+        return
     ids = mx.array(prompt_ids).reshape(1, -1)
     if ids.shape[1] == 0:
         raise ValueError("prompt_ids is empty: give at least one token")
@@ -81,6 +90,7 @@ class GenerationResult:
     generation_seconds: float = 0.0
     peak_memory_bytes: int = 0
     finish_reason: str = "length"  # "length" or "stop"
+    speculative: SpeculativeStats | None = None  # drafting statistics when a drafter was used
 
     @property
     def prompt_tps(self) -> float:
@@ -95,18 +105,22 @@ class GenerationResult:
 
 def generate(model: Model, prompt_ids: Sequence[int] | mx.array, max_tokens: int = 256, temperature: float = 0.0,
              *, top_p: float = 1.0, stop_ids: Iterable[int] = (), cache: ModelCache | None = None,
-             seed: int | None = None, on_token=None) -> GenerationResult:
+             seed: int | None = None, on_token=None, drafter: Drafter | None = None,
+             draft_length: int | None = None) -> GenerationResult:
     """Generate up to `max_tokens` tokens; `.tokens` holds them (greedy at temperature 0).
 
-    `on_token(token_id)` is called as each token arrives (for streaming output).
+    `on_token(token_id)` is called as each token arrives (for streaming output). With `drafter` (an MTP
+    assistant from `load_drafter`), decoding is speculative and `.speculative` holds its statistics.
     """
-    result = GenerationResult(prompt_tokens=mx.array(prompt_ids).size)
+    result = GenerationResult(prompt_tokens=mx.array(prompt_ids).size,
+                              speculative=SpeculativeStats() if drafter is not None else None)
     stops = set(stop_ids)
     mx.reset_peak_memory()
     start = time.perf_counter()
     first_at = None
     for token in stream_generate(model, prompt_ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                                 stop_ids=stops, cache=cache, seed=seed):
+                                 stop_ids=stops, cache=cache, seed=seed, drafter=drafter,
+                                 draft_length=draft_length, stats=result.speculative):
         if first_at is None:
             first_at = time.perf_counter()
         result.tokens.append(token)

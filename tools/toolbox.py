@@ -10,7 +10,7 @@ from typing import Any
 from tools.base import ToolError, ToolSpec
 
 # Modules whose @tool functions make up the default toolbox, in the order they are declared to the model.
-TOOL_MODULES: list[str] = []
+TOOL_MODULES: list[str] = ["tools.reading", "tools.search", "tools.repo_map", "tools.editing", "tools.git_tools"]
 
 
 @dataclass
@@ -22,6 +22,7 @@ class ToolSettings:
     test_command: str = "python -m pytest -q"
     command_timeout: float = 120.0
     output_limit: int = 20_000
+    base_ref: str | None = None  # git_diff/git_status compare against this commit when set (the session's start)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,0 +1,150 @@
+"""Speculative decoding with the MTP drafter: identical greedy output, exact sampling distribution, rollback."""
+from __future__ import annotations
+
+import mlx.core as mx
+from mlx.utils import tree_map
+import numpy as np
+import pytest
+
+import mlx_model
+from mlx_model.assistant import AssistantConfig, Drafter
+from mlx_model.config import TextConfig
+from mlx_model.gemma4 import Model
+from mlx_model.speculative import DraftLengthPolicy, accept_drafts
+
+S, F = "sliding_attention", "full_attention"
+
+
+def tiny_pair(vocab: int = 256, window: int = 8, seed: int = 0):
+    """A random target and a random drafter that fits it (both float32)."""
+    mx.random.seed(seed)
+    target_raw = dict(model_type="gemma4_unified_text", vocab_size=vocab, hidden_size=64, intermediate_size=96,
+                      num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                      global_head_dim=32, num_global_key_value_heads=1, attention_k_eq_v=True,
+                      sliding_window=window, layer_types=[S, S, S, F], final_logit_softcapping=30.0)
+    target = Model(TextConfig.from_dict(target_raw))
+    drafter_text = dict(target_raw, hidden_size=32, intermediate_size=64, num_hidden_layers=2, layer_types=[S, F])
+    drafter = Drafter(AssistantConfig.from_dict({"model_type": "gemma4_unified_assistant",
+                                                 "text_config": drafter_text, "backbone_hidden_size": 64}))
+    # Larger random weights than the default init, so the target's next-token choice is not a near tie.
+    for module in (target, drafter):
+        module.update(tree_map(lambda p: p * 3 if p.ndim == 2 else p, module.parameters()))
+    mx.eval(target.parameters(), drafter.parameters())
+    return target, drafter
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return tiny_pair()
+
+
+@pytest.mark.parametrize("draft_length", [1, 2, 3, 5, 8, None])
+def test_greedy_with_drafter_is_identical_past_the_window(pair, draft_length):
+    target, drafter = pair
+    for prompt_seed in range(4):
+        prompt = np.random.default_rng(prompt_seed).integers(3, 256, size=5 + 7 * prompt_seed).tolist()
+        plain = mlx_model.generate(target, prompt, max_tokens=320).tokens
+        spec = mlx_model.generate(target, prompt, max_tokens=320, drafter=drafter, draft_length=draft_length)
+        assert spec.tokens == plain, (prompt_seed, draft_length)
+        stats = spec.speculative
+        assert stats.generated == 320
+        if draft_length:
+            assert stats.rounds > 0 and stats.drafted >= stats.accepted
+
+
+def test_drafter_that_agrees_is_accepted(pair):
+    """Self-consistency: when the draft equals the target's choice it is kept, so repeated text is cheap."""
+    target, drafter = pair
+    prompt = [7] * 12
+    spec = mlx_model.generate(target, prompt, max_tokens=60, drafter=drafter, draft_length=4)
+    stats = spec.speculative
+    assert stats.tokens_per_target_forward >= 1.0
+    assert 0.0 <= stats.acceptance_rate <= 1.0
+    assert stats.target_forwards == stats.rounds + stats.plain_steps
+
+
+def test_cache_contract_after_speculative_generation(pair):
+    target, drafter = pair
+    prompt = list(range(10, 30))
+    cache = mlx_model.make_cache(target)
+    tokens = list(mlx_model.stream_generate(target, prompt, max_tokens=25, cache=cache, drafter=drafter,
+                                            draft_length=4))
+    assert len(tokens) == 25
+    assert cache.offset == len(prompt) + len(tokens) - 1
+    # Continuing from that cache gives what plain decoding gives.
+    plain = mlx_model.generate(target, prompt, max_tokens=35).tokens
+    rest = list(mlx_model.stream_generate(target, [tokens[-1]], max_tokens=10, cache=cache))
+    assert tokens + rest == plain
+
+
+def test_rejection_rule_preserves_the_target_distribution():
+    """accept_drafts with fixed p and q: the first emitted token is distributed as p, whatever q is."""
+    mx.random.seed(0)
+    p = mx.array([[0.5, 0.2, 0.2, 0.1], [0.1, 0.6, 0.2, 0.1], [0.25, 0.25, 0.25, 0.25]])
+    q = mx.array([[0.1, 0.1, 0.7, 0.1], [0.4, 0.1, 0.1, 0.4]])
+    counts = np.zeros(4)
+    trials = 6000
+    rng = np.random.default_rng(0)
+    for _ in range(trials):
+        d1 = int(rng.choice(4, p=np.array(q[0])))
+        d2 = int(rng.choice(4, p=np.array(q[1])))
+        n, nxt = accept_drafts([d1, d2], p, q, mx.zeros((3, 4)))
+        counts[d1 if n >= 1 else nxt] += 1
+    expected = np.array(p[0]) * trials
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 16.3, (counts, expected)  # 3 degrees of freedom, p = 0.001
+
+
+def test_speculative_sampling_matches_plain_sampling_end_to_end():
+    """Tiny vocabulary: the distribution of the 2nd and 3rd generated tokens with the drafter equals the exact
+    distribution computed from the target's own probabilities."""
+    target, drafter = tiny_pair(vocab=6, seed=1)
+    prompt = [1, 2, 3, 4]
+    temperature = 1.0
+
+    def probs(ids):
+        return np.array(mx.softmax(target(mx.array([ids]))[0, -1] / temperature))
+
+    p1 = probs(prompt)
+    exact2 = sum(p1[a] * probs(prompt + [a]) for a in range(6))
+    counts = np.zeros(6)
+    trials = 1500
+    for seed in range(trials):
+        out = mlx_model.generate(target, prompt, max_tokens=2, temperature=temperature, drafter=drafter,
+                                 draft_length=1, seed=seed).tokens
+        counts[out[1]] += 1
+    expected = exact2 * trials
+    keep = expected > 5
+    chi2 = ((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum()
+    assert chi2 < 20.5, (counts, expected)  # <= 5 degrees of freedom, p = 0.001
+
+
+def test_adaptive_policy_drops_drafting_that_does_not_pay():
+    policy = DraftLengthPolicy()
+    assert policy.next_length() == 0  # measures a plain step first
+    policy.record_plain(0.010)
+    assert policy.next_length() == 2  # then probes drafting
+    for _ in range(20):  # nothing accepted, drafting expensive
+        policy.record_round(2, 0, draft_seconds=0.010, verify_seconds=0.012)
+    assert policy.next_length() == 0
+    for _ in range(DraftLengthPolicy.PROBE_EVERY):
+        policy.record_plain(0.010)
+    assert policy.next_length() == 1  # probes again after a while
+    good = DraftLengthPolicy()
+    good.record_plain(0.010)
+    for _ in range(20):  # everything accepted, drafting cheap
+        good.record_round(4, 4, draft_seconds=0.002, verify_seconds=0.011)
+    assert good.next_length() >= 4
+
+
+def test_bad_draft_length_is_refused(pair):
+    target, drafter = pair
+    with pytest.raises(ValueError, match="draft length must be between 0 and 8"):
+        mlx_model.generate(target, [1, 2, 3], max_tokens=3, drafter=drafter, draft_length=9)
+
+
+def test_mismatched_drafter_is_refused(pair):
+    target, _ = pair
+    _, other = tiny_pair(vocab=128)
+    with pytest.raises(mlx_model.ConfigError, match="vocab 128 != target vocab 256"):
+        mlx_model.generate(target, [1, 2, 3], max_tokens=3, drafter=other)
