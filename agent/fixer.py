@@ -54,12 +54,13 @@ def _tail(text: str) -> str:
     return text if len(text) <= OUTPUT_TAIL else "[...]\n" + text[-OUTPUT_TAIL:]
 
 
-def tool_settings(config: Config, workspace: Path) -> Any:
+def tool_settings(config: Config, workspace: Any) -> Any:
+    """Tool settings bound to a workspace; git_diff/git_status compare against its starting commit."""
     from tools.toolbox import ToolSettings
 
     return ToolSettings(
-        workspace=workspace, no_sandbox=not config.sandbox, test_command=config.test_command,
-        command_timeout=config.command_timeout,
+        workspace=Path(workspace.path), no_sandbox=not config.sandbox, test_command=config.test_command,
+        command_timeout=config.command_timeout, base_ref=getattr(workspace, "base", None),
     )
 
 
@@ -98,7 +99,7 @@ def _fix_in(workspace: Any, test_id: str, config: Config, backend: Backend, list
     from tools.shell import run_test_suite
     from tools.toolbox import Toolbox
 
-    settings = tool_settings(config, Path(workspace.path))
+    settings = tool_settings(config, workspace)
     target = run_test_suite(settings, test_id)
     if target.passed + target.failed + target.errors == 0:
         raise FixSetupError(f"no test matched {test_id!r}; use a pytest id such as tests/test_mod.py::test_name\n"

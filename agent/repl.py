@@ -78,7 +78,7 @@ class Repl:
         from agent.fixer import tool_settings
 
         self.config, self.backend, self.workspace, self.out = config, backend, workspace, out
-        self.settings = tool_settings(config, Path(workspace.path))
+        self.settings = tool_settings(config, workspace)
         self.console = Console(out)
         self.ask_user = ask or (lambda question: input(question))
         self.context = ContextManager(config.context_tokens, config.max_output_tokens)

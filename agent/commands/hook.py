@@ -123,7 +123,7 @@ def failing_tests(repo: Path, config, include: str) -> list[str]:
 
     try:
         with Workspace.create(repo, include=include) as workspace:
-            report = run_test_suite(tool_settings(config, Path(workspace.path)))
+            report = run_test_suite(tool_settings(config, workspace))
     except SandboxUnavailable as exc:
         raise FixSetupError(f"{exc} (or set [sandbox] enabled = false)") from None
     if report.exit_code != 0 and not report.failures:
