@@ -7,7 +7,7 @@ from typing import Any, Callable, Protocol
 
 from agent.backends import Backend, BackendError
 from agent.stream import VisibleText
-from mlx_model.chat_format import ParsedTurn, ToolCall, parse_model_output
+from mlx_model.chat_format import STOP_STRINGS, ParsedTurn, ToolCall, parse_model_output
 
 REPEAT_WARNING_AT = 3  # identical consecutive calls before the model is told it is repeating itself
 DOOM_LOOP_AT = 5  # identical consecutive calls that end the session
@@ -172,8 +172,10 @@ class Session:
         return None
 
     def _malformed_turn(self, raw: str, parsed: ParsedTurn) -> Outcome | None:
+        """None of the turn's calls run (some could not be read); the model gets the errors and the expected form."""
         self._malformed += 1
-        self.messages.append({"role": "assistant", "content": raw})
+        cut = min([raw.find(stop) for stop in STOP_STRINGS if stop in raw], default=len(raw))
+        self.messages.append({"role": "assistant", "content": raw[:cut]})
         message = parsed.error_message()
         self.messages.append({"role": "user", "content": message})
         self.listener.on_notice(f"malformed tool call: {'; '.join(parsed.errors)}")

@@ -143,3 +143,11 @@ def test_streamed_text_hides_markup_split_across_chunks():
         stream.feed(raw[i])
     stream.flush()
     assert "".join(out) == "abcdef"
+
+
+def test_malformed_turn_is_kept_without_its_stop_marker(tmp_path):
+    from mlx_model.chat_format import render_conversation
+    session, _ = make_session(tmp_path, ["<|tool_call>call:add_note{line: x}<tool_call|><turn|>", "ok"])
+    session.ask("x")
+    assert session.messages[2] == {"role": "assistant", "content": "<|tool_call>call:add_note{line: x}<tool_call|>"}
+    assert "<turn|><turn|>" not in render_conversation(session.messages)
