@@ -132,6 +132,8 @@ def _fix_in(workspace: Any, test_id: str, config: Config, backend: Backend, list
         if config.max_time is not None:
             session.budget.max_seconds = max(0.0, config.max_time - (time.monotonic() - started))
         outcome = session.ask(message, should_stop=changed_and_passing) if remaining > 0 else None
+        if outcome is not None and outcome.reason == "cancelled":
+            raise KeyboardInterrupt  # Ctrl-C in a headless run ends it (exit 130); the workspace is removed
         current = run_test_suite(settings, test_id)
         if _passes(current):
             after = run_test_suite(settings)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from agent.backends import Backend, BackendError
+from agent.context import ContextManager
 from agent.stream import VisibleText
 from mlx_model.chat_format import STOP_STRINGS, ParsedTurn, ToolCall, parse_model_output
 
@@ -78,7 +79,7 @@ class Session:
         listener: Listener | None = None,
         needs_approval: Callable[[ToolCall], bool] = lambda call: False,
         approve: Approver = lambda call: True,
-        context: Any = None,
+        context: ContextManager | None = None,
     ):
         self.backend = backend
         self.tools = tools

@@ -26,7 +26,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model-name", help="openai: model name the server knows (default gemma-4-12b-it)")
     group.add_argument("--api-key-env", help="openai: environment variable holding the API key "
                                              "(default OPENAI_API_KEY; unset means no key)")
-    group.add_argument("--replay", metavar="FILE", help="replay raw model outputs from FILE (JSONL); "
+    group.add_argument("--replay", "--transcript", dest="replay", metavar="FILE", help="replay raw model outputs from FILE (JSONL); "
                                                         "implies --backend replay")
     group.add_argument("--record", metavar="FILE", help="write every raw model output to FILE (JSONL) for replay")
     limits = parser.add_argument_group("budgets and execution")

@@ -50,8 +50,9 @@ class ProgressLog(Listener):
 
 
 def write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file in the same directory and a rename, so a failure leaves no half-written file."""
     path = path.expanduser()
-    handle, temp = tempfile.mkstemp(dir=path.parent if path.parent.exists() else None, prefix=f".{path.name}.")
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(text)
     os.replace(temp, path)
