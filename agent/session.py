@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from agent.backends import Backend, BackendError
@@ -60,7 +60,6 @@ class Usage:
     tokens_in: int = 0
     tokens_out: int = 0
     steps: int = 0
-    started: float = field(default_factory=time.monotonic)
 
 
 Approver = Callable[[ToolCall], bool]

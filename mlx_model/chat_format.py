@@ -428,7 +428,8 @@ def _recover_text_calls(text: str, known_tools: set[str] | None) -> tuple[str, l
         pos = max(pos, end)
     kept.append(text[pos:])
     remaining = _FENCE.sub(lambda m: "" if not m.group(1).strip() else m.group(0), "".join(kept))
-    remaining = re.sub(r"```[A-Za-z_-]*\s*```", "", remaining)
+    remaining = re.sub(r"```[A-Za-z_-]*\s*```|<tool_call>\s*</tool_call>|<function_call>\s*</function_call>", "",
+                       remaining)
     return remaining, calls, errors
 
 

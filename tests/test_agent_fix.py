@@ -65,6 +65,16 @@ def test_fix_json_report_with_malformed_and_repeated_calls(repo, tmp_path, capsy
     assert "malformed tool call" in out.err
 
 
+def test_record_writes_a_transcript_that_replays_to_the_same_fix(repo, tmp_path, capsys):
+    recorded = tmp_path / "recorded.jsonl"
+    assert run_fix(repo, write_transcript(tmp_path / "t.jsonl", [READ, EDIT, "unused"]), "--record",
+                   str(recorded)) == 0
+    first = capsys.readouterr().out
+    assert [json.loads(line) for line in recorded.read_text().splitlines()] == [READ, EDIT]
+    assert run_fix(repo, str(recorded)) == 0
+    assert capsys.readouterr().out == first
+
+
 def test_fix_not_fixed_within_budget_exits_1(repo, tmp_path, capsys):
     outputs = [f"<|tool_call>call:run_tests{{selector:{S}tests/test_ops.py::test_{n}{S}}}<tool_call|>"
                for n in ("add", "mul") * 10]

@@ -147,3 +147,9 @@ def test_fuzz_random_and_truncated_outputs_never_raise(pieces, cut):
         assert isinstance(parsed.text, str)
         assert all(isinstance(call.arguments, dict) for call in parsed.calls)
         parsed.error_message()
+
+
+def test_recovers_hermes_style_tagged_json_call():
+    parsed = parse_model_output('Ok <tool_call>{"name": "read_file", "arguments": {"path": "x"}}</tool_call>',
+                                known_tools={"read_file"})
+    assert parsed.calls == [ToolCall("read_file", {"path": "x"})] and parsed.text == "Ok"
