@@ -37,7 +37,7 @@ class Listener:
 
 @dataclass
 class Budget:
-    """Limits for one run of the loop; None means unlimited."""
+    """Limits; None means unlimited. Steps and seconds count per run (one request), tokens over the session."""
 
     max_steps: int = 30
     max_tokens: int | None = None
