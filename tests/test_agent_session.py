@@ -151,3 +151,24 @@ def test_malformed_turn_is_kept_without_its_stop_marker(tmp_path):
     session.ask("x")
     assert session.messages[2] == {"role": "assistant", "content": "<|tool_call>call:add_note{line: x}<tool_call|>"}
     assert "<turn|><turn|>" not in render_conversation(session.messages)
+
+
+FRAGMENTS = ["<|tool_call>", "<tool_call|>", "call:", "add_note", "read_notes", "{", "}", "line:", S, "x", ",",
+             '{"name": "add_note", "arguments": {"line": "j"}}', "```json\n", "```", "<turn|>", "<|tool_response>", "\n"]
+
+
+def test_fuzzed_model_outputs_never_crash_the_session(tmp_path):
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    toolbox = Toolbox(ToolSettings(workspace=tmp_path), modules=["tests.fixtures.agent.demo_tools"])
+    outputs_strategy = st.lists(st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=5), max_size=25)
+                                .map("".join), min_size=1, max_size=6)
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(outputs_strategy)
+    def run(outputs):
+        outcome = Session(ReplayBackend(transcript(tmp_path, outputs)), toolbox, "s",
+                          budget=Budget(max_steps=8)).ask("go")
+        assert outcome.reason in {"finished", "max_steps", "doom_loop", "backend_error"}
+
+    run()
