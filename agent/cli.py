@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gemma-agent",
         description="A local coding agent running Gemma 4 12B through MLX. Nothing leaves the machine.",
+        epilog="Without a command, gemma-agent starts the interactive REPL (the same as `gemma-agent repl`); "
+               "`gemma-agent COMMAND --help` explains each command's flags.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
