@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 S = '<|"|>'
 EDIT = (f"Looking at add.<|tool_call>call:edit_file{{path:{S}calc/ops.py{S},old:{S}return a - b{S},"
         f"new:{S}return a + b{S}}}<tool_call|>")
+RUN_SLOW = f"<|tool_call>call:run_tests{{selector:{S}tests/test_slow.py{S}}}<tool_call|>"
 STORY = "Once upon a time " + "there was a very long story " * 60 + "THE END"
 
 
@@ -27,8 +28,9 @@ def prompt(child):
 def repl(tmp_path):
     repo = make_sample_repo(tmp_path)
     transcript = tmp_path / "t.jsonl"
-    transcript.write_text("".join(json.dumps(o) + "\n" for o in [EDIT, "I fixed add.", STORY, "Short answer."]))
+    transcript.write_text("".join(json.dumps(o) + "\n" for o in [EDIT, "I fixed add.", RUN_SLOW, STORY]))
     (repo / ".git/info/exclude").write_text(".gemma-agent.toml\n")
+    (repo / "tests/test_slow.py").write_text("import time\n\n\ndef test_slow():\n    time.sleep(60)\n")
     (repo / ".gemma-agent.toml").write_text(
         f'backend = "replay"\n[replay]\ntranscript = "{transcript}"\ndelay = 0.02\n[sandbox]\nenabled = false\n')
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests/fixtures/agent/site'}", "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1",
@@ -53,6 +55,15 @@ def test_repl_session_through_a_pty(repl):
     child.expect(r"\+    return a \+ b")
     prompt(child)
     assert "return a - b" in (repo / "calc/ops.py").read_text()  # the user's tree is untouched
+
+    child.sendline("run the slow test")
+    child.expect(r"-> run_tests\(selector=tests/test_slow.py\)")
+    started = time.monotonic()
+    time.sleep(1.0)
+    child.sendcontrol("c")  # cancels the running command, not the session
+    child.expect(r"\[cancelled\]")
+    assert time.monotonic() - started < 20
+    prompt(child)
 
     child.sendline("tell me a story")
     child.expect("Once upon a time")
