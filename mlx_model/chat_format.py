@@ -5,7 +5,7 @@ Format facts follow Google's Gemma 4 prompt-formatting and function-calling docs
 turns are `<|turn>ROLE\n ... <turn|>`; tool declarations sit in the system turn as
 `<|tool>declaration:NAME{...}<tool|>`; the model calls a tool with `<|tool_call>call:NAME{key:value}<tool_call|>`;
 results come back inside the same model turn as `<|tool_response>response:NAME{...}<tool_response|>` and the model
-continues after them. Values use bare keys and `<|"|>` around every string. The tokenizer maps these control
+continues after them. Values use bare keys (sorted) and `<|"|>` around every string; turn text is trimmed. The tokenizer maps these control
 strings to their special ids, so rendering to text is enough.
 
 Conversations are lists of OpenAI-style messages: {"role": "system"|"user"|"assistant"|"tool", "content": str,
@@ -86,8 +86,8 @@ def render_value(value: Any) -> str:
         return "null"
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{key}:{render_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, dict):  # keys sorted, as the official template's dictsort does
+        return "{" + ",".join(f"{key}:{render_value(value[key])}" for key in sorted(value, key=str)) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(render_value(item) for item in value) + "]"
     return render_value(str(value))
@@ -124,7 +124,7 @@ def render_tool_response(name: str, content: str) -> str:
 
 def render_message(message: dict[str, Any], previous_role: str | None = None) -> str:
     """Render one message given the role of the message before it (tool results continue the model turn)."""
-    role, content = message["role"], message.get("content") or ""
+    role, content = message["role"], (message.get("content") or "").strip()  # the template trims turn text
     if role in ("system", "user"):
         tools = "".join(render_declaration(d) for d in message.get("tools", ()))
         return f"{TURN_START}{role}\n{content}{tools}{TURN_END}\n"
@@ -134,7 +134,7 @@ def render_message(message: dict[str, Any], previous_role: str | None = None) ->
         body = content + "".join(render_tool_call(call) for call in calls)
         return header + body + ("" if calls else f"{TURN_END}\n")
     if role == "tool":
-        return render_tool_response(message.get("name", "tool"), content)
+        return render_tool_response(message.get("name", "tool"), message.get("content") or "")
     raise ValueError(f"unknown message role {role!r}")
 
 

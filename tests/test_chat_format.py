@@ -30,8 +30,8 @@ def test_render_conversation_has_turns_declarations_calls_and_responses():
     text = render_conversation(messages, TOOLS)
     assert text == (
         "<bos><|turn>system\nYou fix code."
-        '<|tool>declaration:read_file{description:<|"|>Read a file<|"|>,parameters:{type:<|"|>OBJECT<|"|>,'
-        'properties:{path:{type:<|"|>STRING<|"|>}},required:[<|"|>path<|"|>]}}<tool|><turn|>\n'
+        '<|tool>declaration:read_file{description:<|"|>Read a file<|"|>,parameters:{'
+        'properties:{path:{type:<|"|>STRING<|"|>}},required:[<|"|>path<|"|>],type:<|"|>OBJECT<|"|>}}<tool|><turn|>\n'
         "<|turn>user\nFix it<turn|>\n"
         '<|turn>model\nLooking.<|tool_call>call:read_file{path:<|"|>a.py<|"|>}<tool_call|>'
         '<|tool_response>response:read_file{value:<|"|>x = 1<|"|>}<tool_response|>'
