@@ -117,3 +117,23 @@ def test_fix_usage_errors_exit_2(repo, tmp_path, capsys, monkeypatch):
     assert "no test matched" in capsys.readouterr().err
     assert main(["fix", "x", "--repo", str(tmp_path), "--replay", str(tmp_path / "t.jsonl")]) == 2
     assert "not inside a git repository" in capsys.readouterr().err
+
+
+def _real_sandbox() -> bool:
+    import sandbox
+    import tools.shell
+
+    from tests.fixtures.agent import standins
+
+    stand_in = tools.shell.run_test_suite is standins.run_test_suite
+    return not stand_in and callable(getattr(sandbox, "available", None)) and sandbox.available()
+
+
+@pytest.mark.skipif(not _real_sandbox(), reason="needs the real sandbox and tools.shell (bubblewrap usable here)")
+def test_fix_runs_pytest_in_the_sandbox(repo, tmp_path, capsys):
+    code = main(["fix", "tests/test_ops.py::test_add", "--repo", str(repo), "--json",
+                 "--replay", write_transcript(tmp_path / "t.jsonl", [READ, EDIT, "Fixed add."])])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    report = json.loads(out.out)
+    assert report["status"] == "fixed" and report["tests_after"]["passed"] == 2
