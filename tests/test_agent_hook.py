@@ -105,3 +105,14 @@ def test_uninstall_refuses_foreign_hook(repo, capsys):
     assert main(["hook", "uninstall", "--type", "pre-push", "--repo", str(repo)]) == 2
     assert "not installed by gemma-agent" in capsys.readouterr().err
     assert hook.read_text() == "#!/bin/sh\nexit 0\n"
+
+
+def test_hook_run_without_weights_blocks_with_instructions(repo, capsys, monkeypatch):
+    monkeypatch.delenv("GEMMA_AGENT_MODEL", raising=False)
+    (repo / ".gemma-agent.toml").write_text('backend = "mlx"\n[sandbox]\nenabled = false\n')
+    assert main(["hook", "run", "--repo", str(repo)]) == 1
+    err = capsys.readouterr().err
+    assert "tests/test_ops.py::test_mul" in err and "gemma-agent convert" in err and "commit blocked" in err
+    assert main(["hook", "run", "--mode", "advise", "--repo", str(repo)]) == 0
+    monkeypatch.setenv("GEMMA_AGENT_SKIP", "1")
+    assert main(["hook", "run", "--repo", str(repo)]) == 0
