@@ -13,9 +13,12 @@ _ALLOWED_PREFIXES = ("LC_",)
 _SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
 
 
+_NOT_SECRET = re.compile(r"GIT_CONFIG_KEY_\d+")  # names a git setting (git-config(1), GIT_CONFIG_COUNT)
+
+
 def is_secret_name(name: str) -> bool:
     """True for variable names that look like they hold a credential."""
-    return bool(_SECRET_NAME.search(name))
+    return bool(_SECRET_NAME.search(name)) and not _NOT_SECRET.fullmatch(name)
 
 
 def sandbox_environment(home: str, extra: Mapping[str, str] | None = None,

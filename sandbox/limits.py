@@ -33,7 +33,8 @@ class Limits:
             raise ValueError(f"tmp_bytes must be positive, got {self.tmp_bytes!r}")
 
 
-# argv: launcher NPROC CPU DATA FSIZE NOFILE UID GID -- command...   ("-" = leave unchanged)
+# argv: launcher NPROC CPU DATA FSIZE NOFILE UID GID CWD command...   ("-" = leave unchanged)
+# The chdir comes after the uid drop: the workspace may be 0700 and owned by the sandbox uid.
 # PR_SET_NO_NEW_PRIVS (38) keeps setuid binaries from undoing the uid drop (prctl(2)).
 _LAUNCHER = """
 import ctypes, os, resource, sys
@@ -49,6 +50,7 @@ if sys.argv[6] != "-":
     os.setgroups([])
     os.setgid(int(sys.argv[7]))
     os.setuid(int(sys.argv[6]))
+os.chdir(sys.argv[8])
 try:
     os.execvp(sys.argv[9], sys.argv[9:])
 except OSError as exc:
@@ -57,8 +59,9 @@ except OSError as exc:
 """
 
 
-def launcher_argv(limits: Limits, argv: list[str], user: tuple[int, int] | None = None) -> list[str]:
-    """The command line that applies `limits`, drops to `user` (uid, gid) if given, then execs `argv`."""
+def launcher_argv(limits: Limits, argv: list[str], cwd: str, user: tuple[int, int] | None = None) -> list[str]:
+    """The command line that applies `limits`, drops to `user` (uid, gid) if given, enters `cwd`, execs `argv`."""
     values = (limits.max_processes, limits.cpu_seconds, limits.memory_bytes, limits.max_file_bytes,
               limits.max_open_files, *(user or (None, None)))
-    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, *("-" if v is None else str(v) for v in values), "--", *argv]
+    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, *("-" if v is None else str(v) for v in values),
+            cwd, *argv]

@@ -18,6 +18,9 @@ from pathlib import Path
 from sandbox.limits import Limits
 
 SANDBOX_HOME = "/tmp"  # HOME inside the sandbox: the private, discarded /tmp
+# As root the command runs as another uid than the repository's owner; git would refuse the repository as
+# "dubious ownership" (git-config(1), safe.directory) without this command-scope setting.
+ROOT_GIT_ENV = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*"}
 
 
 def runs_as_root() -> bool:
@@ -89,8 +92,9 @@ def bwrap_argv(argv: list[str], workspace: Path, limits: Limits) -> list[str]:
     ws = str(workspace)
     hidden = hidden_directories()
     cmd = ["bwrap", "--ro-bind", "/", "/", *_namespace_options(), "--hostname", "sandbox"]
-    for directory in hidden:
-        cmd += ["--size", str(limits.tmp_bytes), "--tmpfs", directory]
+    for directory in hidden:  # /tmp is world-writable and sticky, as usual; the hidden homes are not writable
+        perms = "1777" if directory == "/tmp" else "0755"
+        cmd += ["--perms", perms, "--size", str(limits.tmp_bytes), "--tmpfs", directory]
     for prefix in _toolchain_dirs(hidden):
         cmd += [*_mount_points(prefix, hidden), "--ro-bind", prefix, prefix]
     cmd += [*_mount_points(ws, hidden), "--bind", ws, ws]
@@ -98,8 +102,9 @@ def bwrap_argv(argv: list[str], workspace: Path, limits: Limits) -> list[str]:
         cmd += ["--ro-bind", ws + "/.git", ws + "/.git"]
     for gitdir in git_dirs(workspace):
         cmd += [*_mount_points(gitdir, hidden), "--ro-bind", gitdir, gitdir]
-    cmd += ["--dev", "/dev", "--proc", "/proc", "--size", str(limits.tmp_bytes), "--tmpfs", "/dev/shm",
-            "--chdir", ws, "--", *argv]
+    cmd += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--size", str(limits.tmp_bytes),
+            "--tmpfs", "/dev/shm",
+            "--chdir", "/", "--", *argv]  # the launcher in argv enters the workspace
     return cmd
 
 

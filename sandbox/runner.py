@@ -103,7 +103,7 @@ def _path_with_interpreter(env: dict[str, str]) -> None:
 def _prepared(argv: list[str], root: Path, limits: Limits, env: Mapping[str, str] | None,
               no_sandbox: bool) -> Iterator[tuple[list[str], dict[str, str], dict]]:
     if no_sandbox:
-        command = launcher_argv(limits, argv)
+        command = launcher_argv(limits, argv, str(root))
         with tempfile.TemporaryDirectory(prefix="gemma-agent-home-") as home:
             child_env = sandbox_environment(home, env)
             _path_with_interpreter(child_env)
@@ -114,17 +114,18 @@ def _prepared(argv: list[str], root: Path, limits: Limits, env: Mapping[str, str
             tmp = os.path.realpath(tmp)
             child_env = sandbox_environment(tmp, {**(env or {}), "TMPDIR": tmp})
             _path_with_interpreter(child_env)
-            command = launcher_argv(limits, argv)
+            command = launcher_argv(limits, argv, str(root))
             yield macos.seatbelt_argv(command, str(root), tmp, str(Path.home())), child_env, {}
         return
-    child_env = sandbox_environment(linux.SANDBOX_HOME, {**(env or {}), "TMPDIR": "/tmp"})
+    git_env = linux.ROOT_GIT_ENV if linux.runs_as_root() else {}
+    child_env = sandbox_environment(linux.SANDBOX_HOME, {**git_env, **(env or {}), "TMPDIR": "/tmp"})
     _path_with_interpreter(child_env)
     if linux.runs_as_root():
-        command = launcher_argv(limits, argv, user=(SANDBOX_UID, SANDBOX_GID))
+        command = launcher_argv(limits, argv, str(root), user=(SANDBOX_UID, SANDBOX_GID))
         with lent_to_sandbox(root):
             yield linux.bwrap_argv(command, root, limits), child_env, {}
     else:
-        yield linux.bwrap_argv(launcher_argv(limits, argv), root, limits), child_env, {}
+        yield linux.bwrap_argv(launcher_argv(limits, argv, str(root)), root, limits), child_env, {}
 
 
 def _execute(argv: list[str], cwd: Path, env: dict[str, str], popen_extra: dict, timeout: float,
