@@ -10,7 +10,9 @@ from typing import Any
 from tools.base import ToolError, ToolSpec
 
 # Modules whose @tool functions make up the default toolbox, in the order they are declared to the model.
-TOOL_MODULES: list[str] = []
+TOOL_MODULES: list[str] = [
+    "tools.shell",
+]
 
 
 @dataclass
