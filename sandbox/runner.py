@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import selectors
 import signal
@@ -114,7 +115,8 @@ def _prepared(argv: list[str], root: Path, limits: Limits, env: Mapping[str, str
             tmp = os.path.realpath(tmp)
             child_env = sandbox_environment(tmp, {**(env or {}), "TMPDIR": tmp})
             _path_with_interpreter(child_env)
-            command = launcher_argv(limits, argv, str(root))
+            # macOS counts RLIMIT_NPROC over all the user's processes, not per sandbox: leave it alone.
+            command = launcher_argv(dataclasses.replace(limits, max_processes=None), argv, str(root))
             yield macos.seatbelt_argv(command, str(root), tmp, str(Path.home())), child_env, {}
         return
     git_env = linux.ROOT_GIT_ENV if linux.runs_as_root() else {}

@@ -120,6 +120,7 @@ def test_run_tests_text_starts_with_the_summary_line(project):
     first = text.splitlines()[0]
     assert first.startswith("tests: 4 passed, 2 failed, 1 errors, 1 skipped (exit 1) in ")
     assert "FAILED tests/test_things.py::test_wrong_sum" in text
+    assert "ERROR tests/test_things.py::test_uses_broken" in text
     assert "assert 4 == 5" in text
 
 

@@ -25,6 +25,7 @@ class TestReport:
     skipped: int = 0
     exit_code: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (test id, trimmed traceback)
+    error_ids: list[str] = field(default_factory=list)  # the failures that are errors (setup, collection)
     output: str = ""
     duration: float = 0.0
     timed_out: bool = False
@@ -120,8 +121,9 @@ def parse_pytest_output(output: str) -> TestReport:
                     setattr(report, key, int(number))
             report.parsed = True
             break
-    ids = [m.group(2) for m in map(_SHORT_SUMMARY.match, lines) if m]
-    report.failures = _failure_blocks(lines, ids)
+    summary = [m.groups() for m in map(_SHORT_SUMMARY.match, lines) if m]
+    report.failures = _failure_blocks(lines, [test_id for _, test_id in summary])
+    report.error_ids = [test_id for kind, test_id in summary if kind == "ERROR"]
     return report
 
 
@@ -184,7 +186,8 @@ def run_tests(selector: str | None = None, *, settings: ToolSettings | None = No
     if report.timed_out:
         lines.append("the test run hit the time limit; run a narrower selector")
     for test_id, traceback in report.failures:
-        lines.append(f"\nFAILED {test_id}" + (f"\n{traceback}" if traceback else ""))
+        kind = "ERROR" if test_id in report.error_ids else "FAILED"
+        lines.append(f"\n{kind} {test_id}" + (f"\n{traceback}" if traceback else ""))
     if not report.parsed:
         tail = report.output[-2000:].strip()
         lines.append("could not find a pytest summary in the output; its end:\n" + (tail or "(no output)"))
