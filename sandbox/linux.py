@@ -91,7 +91,7 @@ def bwrap_argv(argv: list[str], workspace: Path, limits: Limits) -> list[str]:
     """The bubblewrap invocation running `argv` with `workspace` (resolved) as its writable cwd."""
     ws = str(workspace)
     hidden = hidden_directories()
-    cmd = ["bwrap", "--ro-bind", "/", "/", *_namespace_options(), "--hostname", "sandbox"]
+    cmd = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", *_namespace_options(), "--hostname", "sandbox"]
     for directory in hidden:  # /tmp is world-writable and sticky, as usual; the hidden homes are not writable
         perms = "1777" if directory == "/tmp" else "0755"
         cmd += ["--perms", perms, "--size", str(limits.tmp_bytes), "--tmpfs", directory]
@@ -108,14 +108,19 @@ def bwrap_argv(argv: list[str], workspace: Path, limits: Limits) -> list[str]:
     return cmd
 
 
-@functools.lru_cache(maxsize=1)
 def probe() -> str | None:
     """None when bubblewrap works here with every namespace we need; otherwise why not."""
     if sys.platform != "linux":
         return "bubblewrap is Linux-only"
-    if shutil.which("bwrap") is None:
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
         return "bubblewrap (bwrap) is not installed"
-    argv = ["bwrap", "--ro-bind", "/", "/", *_namespace_options(), "--dev", "/dev", "--proc", "/proc", "--", "true"]
+    return _probe_binary(bwrap)
+
+
+@functools.lru_cache(maxsize=8)
+def _probe_binary(bwrap: str) -> str | None:
+    argv = [bwrap, "--ro-bind", "/", "/", *_namespace_options(), "--dev", "/dev", "--proc", "/proc", "--", "true"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as exc:

@@ -135,13 +135,24 @@ def test_no_sandbox_refused_without_bubblewrap_with_install_hint(tmp_path, monke
     assert result.stdout == "done\n" and (tmp_path / "created").exists()
 
 
-def test_probe_reports_a_missing_bwrap(monkeypatch):
-    linux.probe.cache_clear()
-    monkeypatch.setattr(linux.shutil, "which", lambda name: None)
-    try:
-        assert "not installed" in linux.probe()
-    finally:
-        linux.probe.cache_clear()
+def test_missing_bwrap_on_path_makes_the_sandbox_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert not sandbox.available()
+    assert "not installed" in sandbox.unavailable_reason()
+    with pytest.raises(sandbox.SandboxUnavailable, match="install bubblewrap"):
+        sandbox.run(["true"], tmp_path)
+
+
+def test_a_broken_bwrap_fails_closed(tmp_path, monkeypatch):
+    fake = tmp_path / "bin" / "bwrap"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    assert "No permissions to create new namespace" in sandbox.unavailable_reason()
+    with pytest.raises(sandbox.SandboxUnavailable, match="--no-sandbox"):
+        sandbox.run("touch created", tmp_path)
+    assert not (tmp_path / "created").exists()
 
 
 def test_no_sandbox_mode_still_times_out_and_filters_env(tmp_path, monkeypatch):

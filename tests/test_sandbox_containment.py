@@ -9,6 +9,7 @@ import os
 import resource
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -227,3 +228,15 @@ def test_processes_left_behind_by_a_finished_command_are_killed(tmp_path):
     assert result.exit_code == 0 and result.duration < 2
     time.sleep(3)
     assert not (tmp_path / "survived").exists()
+
+
+def test_command_dies_with_its_parent(tmp_path):
+    """Killing the agent process (SIGKILL, no cleanup) must not leave the sandboxed command running."""
+    repo_root = Path(__file__).resolve().parents[1]
+    script = f"import sandbox\nsandbox.run('sleep 3; touch outlived-parent', {str(tmp_path)!r}, timeout=30)"
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=repo_root)
+    time.sleep(1.5)  # the sandbox is up and sleeping
+    parent.kill()
+    parent.wait()
+    time.sleep(3)
+    assert not (tmp_path / "outlived-parent").exists()
