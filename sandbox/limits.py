@@ -1,8 +1,9 @@
 """Resource limits applied to a sandboxed command, and the tiny launcher that applies them.
 
-The launcher runs *inside* the sandbox (after bubblewrap has created the user namespace), because
-RLIMIT_NPROC is counted per (user namespace, uid) since Linux 5.14: set there, it counts only the
-sandbox's own processes, not every process the same uid runs on the machine.
+The launcher runs *inside* the sandbox. For a normal user that is inside bubblewrap's user namespace,
+where RLIMIT_NPROC counts per (user namespace, uid) since Linux 5.14 (kernel/ucount.c): only the
+sandbox's own processes, not every process the user runs. For root, the launcher also drops to the
+sandbox uid (root is exempt from RLIMIT_NPROC); the count is then that uid's processes machine-wide.
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import sys
 from dataclasses import dataclass
 
 GiB = 1024**3
-MiB = 1024**2
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class Limits:
 
     cpu_seconds: int | None = 600
     memory_bytes: int | None = 4 * GiB  # RLIMIT_DATA: private writable memory (heap, anonymous mmap)
-    max_processes: int | None = 512  # RLIMIT_NPROC; only holds for a non-root uid (see sandbox/README)
+    max_processes: int | None = 512  # RLIMIT_NPROC; only holds for a non-root uid
     max_file_bytes: int | None = 1 * GiB  # RLIMIT_FSIZE: largest file the command may write
     max_open_files: int | None = 1024  # RLIMIT_NOFILE
     tmp_bytes: int = 1 * GiB  # size of the private /tmp (and hidden home) tmpfs

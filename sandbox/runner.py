@@ -77,8 +77,10 @@ def run(command: str | Sequence[str], workspace: str | os.PathLike[str], timeout
         reason = unavailable_reason()
         if reason is not None:
             raise SandboxUnavailable(INSTALL_HINT.format(reason=reason))
-    with _prepared(argv, root, limits, env, no_sandbox) as (full_argv, child_env, popen_extra):
-        return _execute(full_argv, root, child_env, popen_extra, timeout, output_limit)
+    if not isinstance(output_limit, int) or output_limit < 2:
+        raise ValueError(f"output_limit must be an integer of at least 2 bytes, got {output_limit!r}")
+    with _prepared(argv, root, limits, env, no_sandbox) as (full_argv, child_env):
+        return _execute(full_argv, root, child_env, timeout, output_limit)
 
 
 def _command_argv(command: str | Sequence[str]) -> list[str]:
@@ -102,13 +104,14 @@ def _path_with_interpreter(env: dict[str, str]) -> None:
 
 @contextlib.contextmanager
 def _prepared(argv: list[str], root: Path, limits: Limits, env: Mapping[str, str] | None,
-              no_sandbox: bool) -> Iterator[tuple[list[str], dict[str, str], dict]]:
+              no_sandbox: bool) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """The full command line (launcher, and sandbox wrapper unless `no_sandbox`) and its environment."""
     if no_sandbox:
         command = launcher_argv(limits, argv, str(root))
         with tempfile.TemporaryDirectory(prefix="gemma-agent-home-") as home:
             child_env = sandbox_environment(home, env)
             _path_with_interpreter(child_env)
-            yield command, child_env, {}
+            yield command, child_env
         return
     if sys.platform == "darwin":
         with tempfile.TemporaryDirectory(prefix="gemma-agent-tmp-") as tmp:
@@ -117,7 +120,7 @@ def _prepared(argv: list[str], root: Path, limits: Limits, env: Mapping[str, str
             _path_with_interpreter(child_env)
             # macOS counts RLIMIT_NPROC over all the user's processes, not per sandbox: leave it alone.
             command = launcher_argv(dataclasses.replace(limits, max_processes=None), argv, str(root))
-            yield macos.seatbelt_argv(command, str(root), tmp, str(Path.home())), child_env, {}
+            yield macos.seatbelt_argv(command, str(root), tmp, str(Path.home())), child_env
         return
     git_env = linux.ROOT_GIT_ENV if linux.runs_as_root() else {}
     child_env = sandbox_environment(linux.SANDBOX_HOME, {**git_env, **(env or {}), "TMPDIR": "/tmp"})
@@ -125,16 +128,16 @@ def _prepared(argv: list[str], root: Path, limits: Limits, env: Mapping[str, str
     if linux.runs_as_root():
         command = launcher_argv(limits, argv, str(root), user=(SANDBOX_UID, SANDBOX_GID))
         with lent_to_sandbox(root):
-            yield linux.bwrap_argv(command, root, limits), child_env, {}
+            yield linux.bwrap_argv(command, root, limits), child_env
     else:
-        yield linux.bwrap_argv(launcher_argv(limits, argv, str(root)), root, limits), child_env, {}
+        yield linux.bwrap_argv(launcher_argv(limits, argv, str(root)), root, limits), child_env
 
 
-def _execute(argv: list[str], cwd: Path, env: dict[str, str], popen_extra: dict, timeout: float,
-             output_limit: int) -> SandboxResult:
+def _execute(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, output_limit: int) -> SandboxResult:
+    """Run to completion or timeout, draining both pipes into capped buffers; kill the process group after."""
     start = time.monotonic()
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True, **popen_extra)
+                            stderr=subprocess.PIPE, start_new_session=True)
     streams = {proc.stdout: CappedOutput(output_limit), proc.stderr: CappedOutput(output_limit)}
     timed_out = False
     deadline = start + timeout
