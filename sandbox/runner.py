@@ -138,9 +138,35 @@ def _execute(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, ou
     start = time.monotonic()
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
-    streams = {proc.stdout: CappedOutput(output_limit), proc.stderr: CappedOutput(output_limit)}
+    out, err = CappedOutput(output_limit), CappedOutput(output_limit)
+    try:
+        timed_out = _drain(proc, {proc.stdout: out, proc.stderr: err}, start + timeout)
+        try:
+            code = proc.wait(timeout=_KILL_GRACE)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            code = proc.wait()
+    except BaseException:  # e.g. KeyboardInterrupt: never leave the command running
+        _kill_group(proc)
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+    return SandboxResult(
+        exit_code=128 - code if code < 0 else code,  # killed by signal N -> 128+N, as shells report it
+        stdout=out.text(),
+        stderr=err.text(),
+        timed_out=timed_out,
+        truncated=out.truncated or err.truncated,
+        duration=time.monotonic() - start,
+    )
+
+
+def _drain(proc: subprocess.Popen, streams: dict, deadline: float) -> bool:
+    """Read both pipes until they close; kill the group at the deadline or once the command has exited
+    (leftover background jobs must not hold the pipes open). True when the deadline was hit."""
     timed_out = False
-    deadline = start + timeout
     grace_end: float | None = None
     with selectors.DefaultSelector() as selector:
         for stream in streams:
@@ -148,38 +174,19 @@ def _execute(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, ou
             selector.register(stream, selectors.EVENT_READ)
         while selector.get_map():
             now = time.monotonic()
-            if grace_end is None and proc.poll() is not None:
-                _kill_group(proc)  # leftovers (background jobs) must not keep the pipes open
-                grace_end = now + _KILL_GRACE
-            if grace_end is None and now >= deadline:
-                timed_out = True
+            if grace_end is None and (proc.poll() is not None or now >= deadline):
+                timed_out = proc.returncode is None
                 _kill_group(proc)
                 grace_end = now + _KILL_GRACE
             if grace_end is not None and now >= grace_end:
                 break
-            wait = min(0.1, max(0.0, (grace_end or deadline) - now))
-            for key, _ in selector.select(wait):
+            for key, _ in selector.select(min(0.1, max(0.0, (grace_end or deadline) - now))):
                 chunk = os.read(key.fileobj.fileno(), 65536)
                 if chunk:
                     streams[key.fileobj].add(chunk)
                 else:
                     selector.unregister(key.fileobj)
-    for stream in streams:
-        stream.close()
-    try:
-        code = proc.wait(timeout=_KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        code = proc.wait()
-    out, err = streams.values()
-    return SandboxResult(
-        exit_code=128 - code if code < 0 else code,
-        stdout=out.text(),
-        stderr=err.text(),
-        timed_out=timed_out,
-        truncated=out.truncated or err.truncated,
-        duration=time.monotonic() - start,
-    )
+    return timed_out
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
