@@ -50,21 +50,22 @@ def _is_under(path: str, directories: list[str]) -> bool:
 
 
 def git_dirs(workspace: Path) -> list[str]:
-    """The git directories a worktree's `.git` file points to (the common one first, then its own)."""
+    """The repository directories a worktree's `.git` file points to: [common dir, worktree's git dir].
+
+    Only the layout `git worktree` makes (`<repo>/.git/worktrees/<name>`) is accepted, so a `.git` file
+    edited to point at, say, ~/.ssh cannot get that directory mounted into the sandbox.
+    """
     dot_git = workspace / ".git"
-    if not dot_git.is_file():
+    if dot_git.is_symlink() or not dot_git.is_file():
         return []
     text = dot_git.read_text(errors="replace").strip()
     if not text.startswith("gitdir:"):
         return []
     gitdir = (workspace / text[len("gitdir:"):].strip()).resolve()
-    found = [str(gitdir)] if gitdir.is_dir() else []
-    commondir = gitdir / "commondir"
-    if commondir.is_file():
-        common = (gitdir / commondir.read_text().strip()).resolve()
-        if common.is_dir() and str(common) not in found:
-            found.insert(0, str(common))
-    return found
+    common = gitdir.parent.parent
+    if gitdir.parent.name != "worktrees" or not (gitdir / "HEAD").is_file() or not (common / "HEAD").is_file():
+        return []
+    return [str(common), str(gitdir)]
 
 
 def _toolchain_dirs(hidden: list[str]) -> list[str]:
@@ -98,7 +99,7 @@ def bwrap_argv(argv: list[str], workspace: Path, limits: Limits) -> list[str]:
     for prefix in _toolchain_dirs(hidden):
         cmd += [*_mount_points(prefix, hidden), "--ro-bind", prefix, prefix]
     cmd += [*_mount_points(ws, hidden), "--bind", ws, ws]
-    if os.path.lexists(workspace / ".git"):
+    if os.path.exists(workspace / ".git") and not os.path.islink(workspace / ".git"):
         cmd += ["--ro-bind", ws + "/.git", ws + "/.git"]
     for gitdir in git_dirs(workspace):
         cmd += [*_mount_points(gitdir, hidden), "--ro-bind", gitdir, gitdir]

@@ -240,3 +240,23 @@ def test_command_dies_with_its_parent(tmp_path):
     parent.wait()
     time.sleep(3)
     assert not (tmp_path / "outlived-parent").exists()
+
+
+def test_a_forged_git_file_does_not_mount_a_home_directory(tmp_path, home_secret):
+    secret_path, secret = home_secret
+    secret_dir = secret_path.with_suffix(".d")
+    secret_dir.mkdir()
+    try:
+        (secret_dir / "HEAD").write_text(secret)
+        (tmp_path / ".git").write_text(f"gitdir: {secret_dir}\n")
+        result = sandbox.run(f"cat {secret_dir}/HEAD", tmp_path, timeout=20)
+        assert secret not in result.stdout + result.stderr
+    finally:
+        shutil.rmtree(secret_dir)
+
+
+def test_a_git_symlink_does_not_mount_its_target(tmp_path, home_secret):
+    secret_path, secret = home_secret
+    (tmp_path / ".git").symlink_to(secret_path.parent)
+    result = sandbox.run(f"cat .git/{secret_path.name}", tmp_path, timeout=20)
+    assert secret not in result.stdout + result.stderr
