@@ -1,1 +1,4 @@
 """Sandboxed command execution: no network, writes only inside the workspace, resource limits."""
+from sandbox.runner import SandboxResult, SandboxUnavailable, available, run, unavailable_reason
+
+__all__ = ["SandboxResult", "SandboxUnavailable", "available", "run", "unavailable_reason"]

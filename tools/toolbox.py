@@ -10,7 +10,14 @@ from typing import Any
 from tools.base import ToolError, ToolSpec
 
 # Modules whose @tool functions make up the default toolbox, in the order they are declared to the model.
-TOOL_MODULES: list[str] = ["tools.reading", "tools.search", "tools.repo_map", "tools.editing", "tools.git_tools"]
+TOOL_MODULES: list[str] = [
+    "tools.reading",
+    "tools.search",
+    "tools.repo_map",
+    "tools.editing",
+    "tools.shell",
+    "tools.git_tools",
+]
 
 
 @dataclass
