@@ -4,12 +4,9 @@ import subprocess
 
 import pytest
 
+import sandbox
+from agent.cli import main
 from tests.fixtures.agent.sample_repo import git, make_sample_repo
-from tests.fixtures.agent.standins import ensure_contracts
-
-ensure_contracts()
-
-from agent.cli import main  # noqa: E402
 
 S = '<|"|>'
 READ = f"Let me look.<|tool_call>call:read_file{{path:{S}calc/ops.py{S}}}<tool_call|>"
@@ -119,17 +116,7 @@ def test_fix_usage_errors_exit_2(repo, tmp_path, capsys, monkeypatch):
     assert "not inside a git repository" in capsys.readouterr().err
 
 
-def _real_sandbox() -> bool:
-    import sandbox
-    import tools.shell
-
-    from tests.fixtures.agent import standins
-
-    stand_in = tools.shell.run_test_suite is standins.run_test_suite
-    return not stand_in and callable(getattr(sandbox, "available", None)) and sandbox.available()
-
-
-@pytest.mark.skipif(not _real_sandbox(), reason="needs the real sandbox and tools.shell (bubblewrap usable here)")
+@pytest.mark.skipif(not sandbox.available(), reason="the sandbox cannot run on this machine (bubblewrap missing?)")
 def test_fix_runs_pytest_in_the_sandbox(repo, tmp_path, capsys):
     code = main(["fix", "tests/test_ops.py::test_add", "--repo", str(repo), "--json",
                  "--replay", write_transcript(tmp_path / "t.jsonl", [READ, EDIT, "Fixed add."])])

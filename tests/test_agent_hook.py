@@ -9,11 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.agent.sample_repo import GIT_ENV, git, make_sample_repo
-from tests.fixtures.agent.standins import ensure_contracts
-
-ensure_contracts()
-
-from agent.cli import main  # noqa: E402
+from agent.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 S = '<|"|>'
@@ -29,7 +25,7 @@ def snapshot(repo):
 
 
 def commit(repo, *extra_env):
-    env = {**os.environ, **GIT_ENV, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests/fixtures/agent/site'}", **dict(extra_env)}
+    env = {**os.environ, **GIT_ENV, "PYTHONPATH": str(ROOT), **dict(extra_env)}
     return subprocess.run(["git", "commit", "-m", "change"], cwd=repo, capture_output=True, text=True, env=env,
                           timeout=300)
 

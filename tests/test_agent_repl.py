@@ -33,7 +33,7 @@ def repl(tmp_path):
     (repo / "tests/test_slow.py").write_text("import time\n\n\ndef test_slow():\n    time.sleep(60)\n")
     (repo / ".gemma-agent.toml").write_text(
         f'backend = "replay"\n[replay]\ntranscript = "{transcript}"\ndelay = 0.02\n[sandbox]\nenabled = false\n')
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests/fixtures/agent/site'}", "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1",
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1",
            "XDG_STATE_HOME": str(tmp_path / "state")}
     child = pexpect.spawn(sys.executable, ["-m", "agent.cli"], cwd=str(repo), env=env, encoding="utf-8",
                           timeout=60, dimensions=(40, 200))

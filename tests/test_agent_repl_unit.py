@@ -9,11 +9,7 @@ from agent.config import Config
 from agent.repl import Repl
 from mlx_model.chat_format import ToolCall
 from tests.fixtures.agent.sample_repo import make_sample_repo
-from tests.fixtures.agent.standins import ensure_contracts
-
-ensure_contracts()
-
-from sandbox.workspace import Workspace  # noqa: E402
+from sandbox.workspace import Workspace
 
 S = '<|"|>'
 EDIT = (f"<|tool_call>call:edit_file{{path:{S}calc/ops.py{S},old:{S}return a - b{S},"
