@@ -32,7 +32,8 @@ def repl(tmp_path):
     (repo / ".git/info/exclude").write_text(".gemma-agent.toml\n")
     (repo / "tests/test_slow.py").write_text("import time\n\n\ndef test_slow():\n    time.sleep(60)\n")
     (repo / ".gemma-agent.toml").write_text(
-        f'backend = "replay"\n[replay]\ntranscript = "{transcript}"\ndelay = 0.02\n[sandbox]\nenabled = false\n')
+        f'backend = "replay"\napprove = "auto"\n[replay]\ntranscript = "{transcript}"\ndelay = 0.02\n'
+        '[sandbox]\nenabled = false\n')
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1",
            "XDG_STATE_HOME": str(tmp_path / "state")}
     child = pexpect.spawn(sys.executable, ["-m", "agent.cli"], cwd=str(repo), env=env, encoding="utf-8",
@@ -63,6 +64,7 @@ def test_repl_session_through_a_pty(repl):
     child.sendcontrol("c")  # cancels the running command, not the session
     child.expect(r"\[cancelled\]")
     assert time.monotonic() - started < 20
+    assert "outside the sandbox?" not in child.before  # approve = auto: the command itself was running
     prompt(child)
 
     child.sendline("tell me a story")
