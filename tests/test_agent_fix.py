@@ -45,7 +45,7 @@ def test_fix_repairs_seeded_bug_and_prints_patch(repo, tmp_path, capsys):
 
 def test_fix_json_report_with_malformed_and_repeated_calls(repo, tmp_path, capsys):
     outputs = [
-        f"<|tool_call>call:read_file{{path: calc/ops.py}}<tool_call|>",  # malformed: unquoted string
+        "<|tool_call>call:read_file{path: calc/ops.py}<tool_call|>",  # malformed: unquoted string
         READ, READ, READ,  # repeated: the third is flagged to the model
         '```json\n{"name": "edit_file", "arguments": {"path": "calc/ops.py", "old": "return a - b", '
         '"new": "return a + b"}}\n```',  # printed as JSON in a fence: recovered

@@ -3,7 +3,6 @@ worktree and a replayed fix; the user's index and working tree must stay byte-id
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -3,7 +3,6 @@ import json
 
 import pytest
 
-from agent.backends import Completion
 from agent.backends.record import RecordingBackend
 from agent.backends.replay import ReplayBackend
 from agent.session import Budget, Listener, Session

@@ -13,7 +13,6 @@ from mlx_model.chat_format import (
     parse_model_output,
     render_conversation,
     render_tool_call,
-    render_value,
 )
 
 TOOLS = [{"name": "read_file", "description": "Read a file", "parameters": {
