@@ -17,7 +17,10 @@ class BackendUnavailable(BackendError):
 
 @dataclass
 class Completion:
-    """One model turn. `raw` is in Gemma 4 native format (calls as `<|tool_call>` blocks), whatever the backend."""
+    """One model turn. `raw` is in Gemma 4 native format (calls as `<|tool_call>` blocks), whatever the backend.
+
+    `tokens_in` counts the prompt tokens processed for this turn: with mlx only those after the cached prefix,
+    with a server what it reports as prompt tokens (an estimate when it reports none)."""
 
     raw: str
     tokens_in: int
