@@ -94,8 +94,9 @@ def _quantized_paths(weights: dict[str, Any]) -> set[str]:
     return {name[: -len(".scales")] for name in weights if name.endswith(".scales")}
 
 
-def quantize_model(model: Model, bits: int, group_size: int = QUANT_GROUP_SIZE) -> Model:
-    """Quantize every Linear and the embedding (affine, `bits` per weight, groups of `group_size`) in place."""
+def quantize_model(model: nn.Module, bits: int, group_size: int = QUANT_GROUP_SIZE) -> nn.Module:
+    """Quantize every Linear and embedding of a model or drafter (affine, `bits` per weight, groups of
+    `group_size`) in place."""
     if bits not in SUPPORTED_BITS:
         raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {bits}")
 

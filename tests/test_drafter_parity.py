@@ -64,3 +64,24 @@ def test_drafter_load_errors(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "gemma4_unified_text"}')
     with pytest.raises(mlx_model.ModelLoadError, match="expected 'gemma4_unified_assistant'"):
         mlx_model.load_drafter(tmp_path)
+
+
+def test_convert_quantizes_a_drafter_that_load_drafter_reads(drafter_pair, tmp_path):
+    from agent.cli import main as cli_main
+    from mlx.utils import tree_flatten
+
+    reference, drafter, _ = drafter_pair
+    src = tmp_path / "src"
+    reference.save_pretrained(src)
+    assert cli_main(["convert", str(src), str(tmp_path / "q8"), "--bits", "8"]) == 0
+    loaded = mlx_model.load_drafter(tmp_path / "q8")
+    assert any(name.endswith(".scales") for name, _ in tree_flatten(loaded.parameters()))
+    rng = np.random.default_rng(0)
+    kv = {F: SharedKV(mx.array(rng.standard_normal((1, 1, 9, 32)), dtype=mx.float32),
+                      mx.array(rng.standard_normal((1, 1, 9, 32)), dtype=mx.float32)),
+          S: SharedKV(mx.array(rng.standard_normal((1, 2, 9, 16)), dtype=mx.float32),
+                      mx.array(rng.standard_normal((1, 2, 9, 16)), dtype=mx.float32))}
+    inputs = mx.array(rng.standard_normal((1, 1, 2 * BACKBONE)), dtype=mx.float32)
+    full_logits, _ = drafter(inputs, 9, kv)
+    q_logits, _ = loaded(inputs, 9, kv)
+    assert np.abs(np.array(full_logits) - np.array(q_logits)).max() < 0.05 * np.abs(np.array(full_logits)).max()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -15,16 +16,24 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "convert", help="convert a Hugging Face checkpoint to MLX (optionally 4/8-bit)",
         description="Read a Gemma 4 checkpoint in Hugging Face layout (config.json + safetensors, the multimodal "
-                    "or the text-only names) and write an MLX checkpoint that `gemma-agent` loads. Vision and "
+                    "or the text-only names), or its MTP drafter (gemma4_unified_assistant), and write an MLX checkpoint "
+                    "that `gemma-agent` loads. Vision and "
                     "audio embedders are dropped. Tokenizer files are copied along.",
     )
-    p.add_argument("src", metavar="SRC", help="source model directory")
+    p.add_argument("src", metavar="SRC", help="source model or drafter directory")
     p.add_argument("dst", metavar="DST", help="destination directory (must not exist or be empty)")
     p.add_argument("--bits", type=int, choices=(4, 8), default=None,
                    help="quantize weights to 4 or 8 bits (affine, group size 64); default keeps full precision")
     p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="dtype of unquantized tensors (default: as stored in SRC)")
     p.set_defaults(func=run)
+
+
+def _model_type(src: str) -> str | None:
+    try:
+        return json.loads((Path(src) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None  # the loader reports what is wrong with the directory
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"loading {args.src} ...", file=sys.stderr)
     dtype = getattr(mx, args.dtype) if args.dtype else None
     try:
-        model, raw_config = mlx_model.load_model(args.src, dtype=dtype)
+        if _model_type(args.src) == "gemma4_unified_assistant":  # an MTP drafter
+            model = mlx_model.load_drafter(args.src, dtype=dtype)
+            raw_config = json.loads((Path(args.src) / "config.json").read_text())
+        else:
+            model, raw_config = mlx_model.load_model(args.src, dtype=dtype)
     except mlx_model.ModelLoadError as exc:
         report_load_error(exc)
         return 2

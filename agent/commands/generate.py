@@ -20,6 +20,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling mass (1.0 = off)")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument("--drafter", metavar="PATH", default=None,
+                   help="MTP drafter directory (gemma4_unified_assistant) for speculative decoding")
+    p.add_argument("--draft-length", type=int, default=None, metavar="K",
+                   help="drafts per round, 0-8 (default: adaptive; 0 = plain decoding)")
     p.add_argument("--raw", action="store_true", help="feed the prompt as is, without the chat turn markup")
     p.set_defaults(func=run)
 
@@ -35,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_tokens < 1:
         print("error: --max-tokens must be at least 1", file=sys.stderr)
         return 2
+    if args.draft_length is not None and not 0 <= args.draft_length <= 8:
+        print("error: --draft-length must be between 0 and 8", file=sys.stderr)
+        return 2
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         print("error: --temperature must be >= 0 and --top-p in (0, 1]", file=sys.stderr)
         return 2
@@ -42,6 +49,13 @@ def run(args: argparse.Namespace) -> int:
     if loaded is None:
         return 2
     model, tokenizer = loaded
+    drafter = None
+    if args.drafter:
+        try:
+            drafter = mlx_model.load_drafter(args.drafter)
+        except mlx_model.ModelLoadError as exc:
+            print(f"error: cannot load the drafter: {exc}", file=sys.stderr)
+            return 2
     if tokenizer is None:
         print(f"error: {args.model} has no tokenizer.json; copy the tokenizer files of the original checkpoint "
               "into it", file=sys.stderr)
@@ -60,10 +74,16 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
 
     result = mlx_model.generate(model, ids, max_tokens=args.max_tokens, temperature=args.temperature,
-                                top_p=args.top_p, stop_ids=tokenizer.eos_ids, seed=args.seed, on_token=show)
+                                top_p=args.top_p, stop_ids=tokenizer.eos_ids, seed=args.seed, on_token=show,
+                                drafter=drafter, draft_length=args.draft_length)
     sys.stdout.write(decoder.flush() + "\n")
     print(f"prompt: {result.prompt_tokens} tokens, {result.prompt_tps:.2f} tokens/s | "
           f"generation: {len(result.tokens)} tokens, {result.generation_tps:.2f} tokens/s | "
           f"peak memory: {result.peak_memory_bytes / 2**30:.2f} GiB | stop: {result.finish_reason}",
           file=sys.stderr)
+    if result.speculative is not None:
+        st = result.speculative
+        print(f"drafting: {st.accepted}/{st.drafted} drafts accepted ({st.acceptance_rate:.0%}), "
+              f"{st.tokens_per_target_forward:.2f} tokens per target forward, drafter {st.draft_seconds:.2f}s / "
+              f"target {st.target_seconds:.2f}s", file=sys.stderr)
     return 0

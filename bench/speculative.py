@@ -1,0 +1,187 @@
+"""Speculative decoding with the MTP drafter vs plain decoding, in the same run.
+
+Part 1 (trained pair, from bench/train_pair.py; default tests/fixtures/draft_pair): greedy generation on
+held-out stdlib code prompts (files the training never saw), plain vs fixed draft lengths k = 1..8 vs adaptive.
+For each: acceptance rate, tokens per target forward, wall-clock speedup over plain (median of --repeats),
+and whether the output is token-for-token identical to plain decoding.
+
+Part 2 (--real-shapes): the drafter's step cost as a fraction of a target decode step at the real 12B widths
+(random weights, 4-bit): target with 12B layer shapes at reduced depth (1 sliding + 1 full layer, timed, and
+extrapolated to 48 layers: head + 48 x the per-layer cost), drafter with the reported assistant shapes (4 layers,
+hidden 1024, centroid head with 2048 centroids, top-32).
+
+Reproduce: .venv/bin/python bench/speculative.py --json [--real-shapes]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import mlx.core as mx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import mlx_model  # noqa: E402
+from mlx_model.speculative import SpeculativeStats  # noqa: E402
+
+
+def held_out_prompts(tokenizer, count: int, length: int) -> list[list[int]]:
+    from bench.train_pair import is_held_out, read, stdlib_files
+
+    prompts = []
+    for path in stdlib_files():
+        if not is_held_out(path):
+            continue
+        ids = tokenizer.encode(read(path))
+        if len(ids) >= length * 2:
+            start = len(ids) // 3  # from the middle of the file, not its license header
+            prompts.append(ids[start:start + length])
+        if len(prompts) == count:
+            break
+    return prompts
+
+
+def run_config(target, drafter, prompts, max_tokens, draft_length):
+    stats = SpeculativeStats()
+    outputs = []
+    start = time.perf_counter()
+    for prompt in prompts:
+        if draft_length == "plain":
+            outputs.append(list(mlx_model.stream_generate(target, prompt, max_tokens=max_tokens)))
+        else:
+            outputs.append(list(mlx_model.stream_generate(
+                target, prompt, max_tokens=max_tokens, drafter=drafter,
+                draft_length=None if draft_length == "adaptive" else draft_length, stats=stats)))
+    return time.perf_counter() - start, outputs, stats
+
+
+def trained_pair_bench(args) -> dict:
+    target, tokenizer = mlx_model.load(args.pair / "target", dtype=mx.float32)
+    drafter = mlx_model.load_drafter(args.pair / "drafter", dtype=mx.float32)
+    prompts = held_out_prompts(tokenizer, args.prompts, args.prompt_tokens)
+    configs = ["plain"] + list(range(1, 9)) + ["adaptive"]
+    times = {c: [] for c in configs}
+    reference, results = None, {}
+    run_config(target, drafter, prompts[:1], 8, 2)  # warm-up
+    for _ in range(args.repeats):
+        for config in configs:  # interleaved, so load changes on this shared machine hit every config alike
+            seconds, outputs, stats = run_config(target, drafter, prompts, args.max_tokens, config)
+            times[config].append(seconds)
+            if config == "plain":
+                reference = outputs
+            results[config] = (outputs, stats)
+    plain = statistics.median(times["plain"])
+    table = {}
+    for config in configs:
+        outputs, stats = results[config]
+        table[str(config)] = {
+            "median_seconds": statistics.median(times[config]),
+            "speedup": plain / statistics.median(times[config]),
+            "acceptance_rate": stats.acceptance_rate if config != "plain" else None,
+            "tokens_per_target_forward": stats.tokens_per_target_forward if config != "plain" else 1.0,
+            "identical_to_plain": outputs == reference,
+            "draft_seconds_share": (stats.draft_seconds / (stats.draft_seconds + stats.target_seconds)
+                                    if config != "plain" and stats.target_seconds else 0.0),
+        }
+    return {"prompts": len(prompts), "prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens,
+            "repeats": args.repeats, "configs": table}
+
+
+def real_shapes_bench(repeats: int) -> dict:
+    from mlx_model.assistant import AssistantConfig, Drafter, TargetCacheView, target_kv_sources
+    from mlx_model.config import TextConfig
+    from mlx_model.gemma4 import Model
+
+    S, F = "sliding_attention", "full_attention"
+    base = dict(model_type="gemma4_unified_text", vocab_size=262144, hidden_size=3840, intermediate_size=15360,
+                num_attention_heads=16, num_key_value_heads=8, head_dim=256, global_head_dim=512,
+                num_global_key_value_heads=1, attention_k_eq_v=True, sliding_window=1024,
+                final_logit_softcapping=30.0)
+
+    def build(layers):
+        model = Model(TextConfig.from_dict(dict(base, num_hidden_layers=len(layers), layer_types=layers)))
+        mlx_model.quantize_model(model, 4)
+        mx.eval(model.parameters())
+        return model
+
+    def step_time(model, cache, token):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            mx.eval(model(token, cache))
+            times.append(time.perf_counter() - start)
+            cache.trim(1)
+        return statistics.median(times)
+
+    context = mx.random.randint(3, 262144, (1, 64))
+    results = {}
+    for name, layers in (("head_only", [F]), ("two_layers", [S, F])):
+        model = build(layers)
+        cache = mlx_model.make_cache(model)
+        model(context, cache)
+        results[name] = step_time(model, cache, context[:, -1:])
+        del model, cache
+    per_layer = max(results["two_layers"] - results["head_only"], 1e-9)  # one sliding layer
+    target = build([S, F])
+    cache = mlx_model.make_cache(target)
+    target(context, cache)
+    drafter = Drafter(AssistantConfig.from_dict({
+        "model_type": "gemma4_unified_assistant", "backbone_hidden_size": 3840, "use_ordered_embeddings": True,
+        "num_centroids": 2048, "centroid_intermediate_top_k": 32,
+        "text_config": dict(base, hidden_size=1024, intermediate_size=4096, num_hidden_layers=4,
+                            num_attention_heads=4, layer_types=[S, S, S, F])}))
+    mlx_model.quantize_model(drafter, 4)
+    mx.eval(drafter.parameters())
+    views = {t: TargetCacheView(cache[i]) for t, i in target_kv_sources(target.config).items()}
+    inputs = mx.random.normal((1, 1, 2 * 3840)).astype(mx.bfloat16)
+    drafter_times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mx.eval(drafter(inputs, cache.offset, views))
+        drafter_times.append(time.perf_counter() - start)
+    drafter_step = statistics.median(drafter_times)
+    target_48 = results["head_only"] + 47 * per_layer  # head + 48 layers (counted as sliding-layer costs)
+    return {"target_step_2_layers_s": results["two_layers"], "target_step_48_layers_estimate_s": target_48,
+            "drafter_step_s": drafter_step, "drafter_fraction_of_2_layer_target": drafter_step / results["two_layers"],
+            "drafter_fraction_of_48_layer_target": drafter_step / target_48}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pair", type=Path, default=ROOT / "tests" / "fixtures" / "draft_pair")
+    parser.add_argument("--prompts", type=int, default=6)
+    parser.add_argument("--prompt-tokens", type=int, default=96)
+    parser.add_argument("--max-tokens", type=int, default=160)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--real-shapes", action="store_true", help="also time the drafter at 12B widths")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if not (args.pair / "drafter" / "config.json").is_file():
+        sys.exit(f"no trained pair in {args.pair}: run bench/train_pair.py first")
+    summary = {"trained_pair": trained_pair_bench(args)}
+    t = summary["trained_pair"]
+    print(f"\ntrained pair, {t['prompts']} held-out stdlib prompts x {t['max_tokens']} greedy tokens, "
+          f"median of {t['repeats']}")
+    print(f"{'config':>9} {'speedup':>8} {'accept':>7} {'tok/fwd':>8} {'draft%':>7} {'identical':>9}")
+    for name, row in t["configs"].items():
+        accept = "-" if row["acceptance_rate"] is None else f"{row['acceptance_rate']:.2f}"
+        print(f"{name:>9} {row['speedup']:7.2f}x {accept:>7} {row['tokens_per_target_forward']:8.2f} "
+              f"{row['draft_seconds_share']:7.0%} {str(row['identical_to_plain']):>9}")
+    if args.real_shapes:
+        summary["real_shapes"] = r = real_shapes_bench(max(3, args.repeats))
+        print(f"\n12B widths, 4-bit: target step {r['target_step_2_layers_s']:.3f}s (2 layers), "
+              f"~{r['target_step_48_layers_estimate_s']:.2f}s estimated at 48 layers; drafter step "
+              f"{r['drafter_step_s']:.3f}s = {r['drafter_fraction_of_2_layer_target']:.2f} of the 2-layer target, "
+              f"{r['drafter_fraction_of_48_layer_target']:.3f} of 48 layers")
+    if args.json:
+        print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
