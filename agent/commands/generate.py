@@ -28,13 +28,9 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def chat_prompt(text: str) -> str:
-    """A single user turn followed by the opening of the model's turn (Gemma 4 prompt format)."""
-    return f"<|turn>user\n{text}<turn|>\n<|turn>model\n"
-
-
 def run(args: argparse.Namespace) -> int:
     import mlx_model
+    from mlx_model.chat_format import render_conversation
 
     if args.max_tokens < 1:
         print("error: --max-tokens must be at least 1", file=sys.stderr)
@@ -60,9 +56,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {args.model} has no tokenizer.json; copy the tokenizer files of the original checkpoint "
               "into it", file=sys.stderr)
         return 2
-    ids = tokenizer.encode(args.prompt if args.raw else chat_prompt(args.prompt))
-    if tokenizer.bos_id is not None and not args.raw:
-        ids = [tokenizer.bos_id] + ids
+    text = args.prompt if args.raw else render_conversation([{"role": "user", "content": args.prompt}])
+    ids = tokenizer.encode(text)
     if not ids:
         print("error: the prompt is empty", file=sys.stderr)
         return 2
