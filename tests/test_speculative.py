@@ -148,3 +148,22 @@ def test_mismatched_drafter_is_refused(pair):
     _, other = tiny_pair(vocab=128)
     with pytest.raises(mlx_model.ConfigError, match="vocab 128 != target vocab 256"):
         mlx_model.generate(target, [1, 2, 3], max_tokens=3, drafter=other)
+
+
+PAIR = __import__("pathlib").Path(__file__).parent / "fixtures" / "draft_pair"
+
+
+def test_trained_pair_greedy_identical_and_accepted():
+    """The pair trained by bench/train_pair.py (stdlib code): identical greedy output over 300 tokens (the
+    target's sliding window is 64) and a drafter that really predicts the target."""
+    target, tokenizer = mlx_model.load(PAIR / "target", dtype=mx.float32)
+    drafter = mlx_model.load_drafter(PAIR / "drafter", dtype=mx.float32)
+    prompts = ["import os\n\ndef walk(top):\n    for name in os.listdir(top):\n",
+               "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"]
+    for text in prompts:
+        prompt = tokenizer.encode(text)
+        plain = mlx_model.generate(target, prompt, max_tokens=300).tokens
+        for draft_length in (3, None):
+            spec = mlx_model.generate(target, prompt, max_tokens=300, drafter=drafter, draft_length=draft_length)
+            assert spec.tokens == plain
+        assert spec.speculative.acceptance_rate > 0.5
