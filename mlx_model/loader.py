@@ -117,19 +117,24 @@ def load_model(path: str | Path, *, dtype: mx.Dtype | None = None) -> tuple[Mode
     except ConfigError as exc:
         raise ModelLoadError(str(exc)) from None
     model = Model(config)
-    weights = Model.sanitize(load_weights(model_dir), config)
-    quant = raw.get("quantization")
+    _fill(model, Model.sanitize(load_weights(model_dir), config), raw, model_dir, dtype)
+    return model, raw
+
+
+def _fill(module: nn.Module, weights: dict[str, mx.array], raw_config: dict[str, Any], model_dir: Path,
+          dtype: mx.Dtype | None) -> None:
+    """Quantize `module` like the checkpoint (when its config says so), check the tensors, load them."""
+    quant = raw_config.get("quantization")
     if quant:
         quantized = _quantized_paths(weights)
-        nn.quantize(model, group_size=quant["group_size"], bits=quant["bits"],
+        nn.quantize(module, group_size=quant["group_size"], bits=quant["bits"],
                     class_predicate=lambda p, m: p in quantized)
-    _check_tensors(model, weights, model_dir)
+    _check_tensors(module, weights, model_dir)
     if dtype is not None:
         weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()}
-    model.load_weights(list(weights.items()), strict=True)
-    mx.eval(model.parameters())
-    model.eval()
-    return model, raw
+    module.load_weights(list(weights.items()), strict=True)
+    mx.eval(module.parameters())
+    module.eval()
 
 
 def _check_tensors(model: nn.Module, weights: dict[str, mx.array], model_dir: Path) -> None:
@@ -162,18 +167,8 @@ def load_drafter(path: str | Path, *, dtype: mx.Dtype | None = None):
     except ConfigError as exc:
         raise ModelLoadError(str(exc)) from None
     drafter = Drafter(config)
-    weights = Drafter.sanitize(load_weights(model_dir), config)
     raw = json.loads((model_dir / "config.json").read_text())
-    if raw.get("quantization"):
-        quantized = _quantized_paths(weights)
-        nn.quantize(drafter, group_size=raw["quantization"]["group_size"], bits=raw["quantization"]["bits"],
-                    class_predicate=lambda p, m: p in quantized)
-    _check_tensors(drafter, weights, model_dir)
-    if dtype is not None:
-        weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()}
-    drafter.load_weights(list(weights.items()), strict=True)
-    mx.eval(drafter.parameters())
-    drafter.eval()
+    _fill(drafter, Drafter.sanitize(load_weights(model_dir), config), raw, model_dir, dtype)
     return drafter
 
 
