@@ -10,12 +10,19 @@ import mlx.core as mx
 from mlx_model.cache import ModelCache
 from mlx_model.gemma4 import Model
 
-PREFILL_CHUNK = 512
+PREFILL_CHUNK = 512  # for caches that do not set their own `prefill_chunk` (the simple reference cache)
 
 
-def make_cache(model: Model) -> ModelCache:
-    """A fresh KV cache for `model` (pass it to `model(ids, cache=...)` or to `stream_generate`)."""
-    return model.make_cache()
+def make_cache(model: Model, kv_bits: int | None = None, max_context: int | None = None, **options) -> ModelCache:
+    """A fresh paged KV cache for `model` (pass it to `model(ids, cache=...)` or to `stream_generate`).
+
+    kv_bits: None or 16 keep pages in the model's dtype (bf16 for the real model); 8 or 4 quantize sealed pages
+    (affine, groups of 64 along head_dim; the newest, unfilled page stays unquantized). max_context: the most
+    tokens the cache may hold (default and upper bound: the model's max_position_embeddings). Anything else
+    raises ValueError naming the allowed values. `options` (page_size, attention_chunk, rollback_slack, paged)
+    go to `Model.make_cache`.
+    """
+    return model.make_cache(kv_bits=kv_bits, max_context=max_context, **options)
 
 
 def sample(logits: mx.array, temperature: float, top_p: float = 1.0) -> mx.array:
@@ -35,12 +42,22 @@ def sample(logits: mx.array, temperature: float, top_p: float = 1.0) -> mx.array
     return mx.random.categorical(logits, axis=-1)
 
 
-def prefill(model: Model, ids: mx.array, cache: ModelCache, chunk: int = PREFILL_CHUNK) -> mx.array:
-    """Feed ids [batch, length] into the cache in chunks; return the logits of the last position."""
-    for start in range(0, ids.shape[1] - 1, chunk):
-        end = min(start + chunk, ids.shape[1] - 1)
+def prefill(model: Model, ids: mx.array, cache: ModelCache, chunk: int | None = None) -> mx.array:
+    """Feed ids [batch, length] into the cache in chunks; return the logits of the last position.
+
+    Chunks end at multiples of `chunk` counted from position 0 (not from where the cache starts), so a prompt
+    is cut the same way whether it is prefilled cold or after a cached prefix: with quantized pages both then
+    store identical pages. The paged cache's chunk is its page size (see `paged_cache`).
+    """
+    chunk = chunk or cache.prefill_chunk or PREFILL_CHUNK
+    cache.check_room(ids.shape[1])
+    base, last = cache.offset, ids.shape[1] - 1
+    start = 0
+    while start < last:
+        end = min(last, ((base + start) // chunk + 1) * chunk - base)
         model.hidden_states(ids[:, start:end], cache)
-        mx.eval([c.keys for c in cache.layers if c is not None])
+        mx.eval(cache.arrays())
+        start = end
     return model(ids[:, -1:], cache)[:, -1, :]
 
 
@@ -81,6 +98,7 @@ class GenerationResult:
     generation_seconds: float = 0.0
     peak_memory_bytes: int = 0
     finish_reason: str = "length"  # "length" or "stop"
+    reused_tokens: int = 0  # prompt tokens served from a prefix cache (see `PromptCache`)
 
     @property
     def prompt_tps(self) -> float:
