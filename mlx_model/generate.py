@@ -68,7 +68,8 @@ def stream_generate(model: Model, prompt_ids: Sequence[int] | mx.array, *, max_t
 
     With `cache`, generation continues from it: pass only the tokens not already in the cache. Afterwards the
     cache holds everything that was fed: the prompt and every yielded token but the last.
-    A stop id is yielded and ends generation.
+    A stop id is yielded and ends generation; so does reaching the cache's max_context (a prompt that does not
+    fit raises ValueError before anything is computed).
     """
     ids = mx.array(prompt_ids).reshape(1, -1)
     if ids.shape[1] == 0:
@@ -78,6 +79,8 @@ def stream_generate(model: Model, prompt_ids: Sequence[int] | mx.array, *, max_t
     if seed is not None:
         mx.random.seed(seed)
     cache = cache if cache is not None else make_cache(model)
+    if cache.max_context is not None:  # stop at the context limit instead of failing mid-generation
+        max_tokens = min(max_tokens, cache.max_context - cache.offset - ids.shape[1] + 1)
     stops = set(stop_ids)
     logits = prefill(model, ids, cache)
     for step in range(max_tokens):

@@ -126,12 +126,13 @@ class PagedKVCache:
         if self.max_context is not None and self.offset + new > self.max_context:
             raise ValueError(f"context of {self.offset + new} tokens exceeds max_context={self.max_context}; "
                              "start a new cache or make one with a larger max_context")
-        self._seal_full_pages()
+        self.seal()
         self.tail_values = values if self.tail_values is None else mx.concatenate([self.tail_values, values], 2)
         if self.keys_from_values is None:
             self.tail_keys = keys if self.tail_keys is None else mx.concatenate([self.tail_keys, keys], 2)
 
-    def _seal_full_pages(self) -> None:
+    def seal(self) -> None:
+        """Seal every whole page of the tail (normally done when the next tokens arrive)."""
         size = self.page_size
         while self.tail_length >= size:
             values, rest_v = self.tail_values[..., :size, :], self.tail_values[..., size:, :]
@@ -154,6 +155,14 @@ class PagedKVCache:
     # -- rollback -------------------------------------------------------------------------------------------
     def trimmable(self) -> int:
         return self.offset
+
+    def exact_floor(self) -> int:
+        """The lowest offset `trim` reaches without dequantizing a page into the tail (page boundaries are
+        always exact)."""
+        if self.bits is None:
+            return 0
+        raw = self.last_raw is not None and self.pages and self.last_raw[0] is self.pages[-1]
+        return (len(self.pages) - (1 if raw else 0)) * self.page_size
 
     def trim(self, n: int) -> None:
         """Remove the newest `n` tokens. Rolling back into a sealed page copies it into the tail (exact for

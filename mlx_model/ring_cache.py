@@ -122,7 +122,7 @@ class RingKVCache:
         """Start at `position` from the tokens just before it (as returned by `window_before`)."""
         self.keys = self.values = None
         self.start = self.offset = position - keys.shape[2]
-        self._reallocate(self.capacity, keys, values)
+        self._reallocate(max(self.capacity, keys.shape[2]), keys, values)
         self.keys = self._write(self.keys, keys, self.start)
         self.values = self._write(self.values, values, self.start)
         self.offset = position
