@@ -25,7 +25,7 @@ from mlx_model.cache import attention_mask
 PAGE_SIZE = 256
 ATTENTION_CHUNK = 4096  # keys per attention chunk for a single query (decode)
 SCORE_BUDGET = 1 << 24  # fp32 score elements per chunk (64 MiB); long query blocks get shorter key chunks
-EVAL_EVERY = 8  # evaluate the running softmax every few chunks so temporaries never pile up
+EVAL_BYTES = 48 << 20  # evaluate the running softmax once this much chunk temporaries are pending
 QUANT_GROUP = 64
 ALLOWED_KV_BITS = (None, 16, 8, 4)
 
@@ -244,7 +244,8 @@ def online_softmax_attention(queries: mx.array, segments: Iterator[tuple[int, mx
     batch, heads, q_len, _ = queries.shape
     q_pos = mx.arange(q_offset, q_offset + q_len)[:, None]
     running_max = total = out = None
-    for index, (start, keys, values) in enumerate(segments):
+    pending = 0
+    for start, keys, values in segments:
         kv_heads, n = keys.shape[1], keys.shape[2]
         if out is None:
             q = (queries.astype(mx.float32) * scale).reshape(batch, kv_heads, heads // kv_heads, q_len, -1)
@@ -263,7 +264,10 @@ def online_softmax_attention(queries: mx.array, segments: Iterator[tuple[int, mx
             total = total * correction + weights.sum(axis=-1, keepdims=True)
             out = out * correction + weights @ v
         running_max = new_max
-        if index % EVAL_EVERY == EVAL_EVERY - 1:
+        # Bound memory: MLX would otherwise keep every chunk's scores and dequantized K/V until the end.
+        pending += 4 * (2 * scores.size + k.size + v.size)
+        if pending >= EVAL_BYTES:
             mx.eval(running_max, total, out)
+            pending = 0
     out = (out / total).reshape(batch, heads, q_len, -1)
     return out.astype(queries.dtype)

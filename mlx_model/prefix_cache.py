@@ -190,6 +190,7 @@ class PromptCache:
     def _reuse(self, prompt: list[int]) -> int:
         """Make the live cache hold the longest reusable prefix of `prompt` (leaving at least one token to
         feed); returns its length."""
+        self._sync()
         usable = len(prompt) - 1
         common = 0
         for a, b in zip(self.tokens[:usable], prompt):
@@ -215,6 +216,20 @@ class PromptCache:
         self.last_reused, self.last_prefilled = reused, len(prompt) - reused
         return reused
 
+    def _sync(self) -> None:
+        """Follow changes made to `self.cache` directly (e.g. a speculative decoder's `trim`); a cache fed
+        tokens we were not told about cannot be matched and starts over."""
+        if self.cache.offset > len(self.tokens):
+            self._release()
+            self.cache, self.tokens = make_cache(self.model, **self._options), []
+        self.tokens = self.tokens[: self.cache.offset]
+        self._drop_unheld_pages()
+
+    def _drop_unheld_pages(self) -> None:
+        pages = self._page_count()
+        while len(self._held) > pages:
+            self.blocks[self._held.pop()].holders -= 1
+
     def _trimmable(self) -> int:
         return min([c.trimmable() for c in self.cache.layers if c is not None] + [self.cache.offset])
 
@@ -224,9 +239,7 @@ class PromptCache:
             self.cache = make_cache(self.model, **self._options)
             return
         self.cache.trim(n)
-        pages = self._page_count()
-        while len(self._held) > pages:
-            self.blocks[self._held.pop()].holders -= 1
+        self._drop_unheld_pages()
 
     def _start_from_store(self, chain: list[bytes]) -> None:
         self._publish()
