@@ -16,6 +16,7 @@ softmax, so no [queries x context] score matrix is ever built.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Iterator
 
 import mlx.core as mx
@@ -93,6 +94,7 @@ class PagedKVCache:
         # Unquantized copy of the newest page, kept while this cache sealed it, so a short rollback across the
         # page boundary restores the exact tail instead of a dequantized one.
         self.last_raw: tuple[Page, mx.array | None, mx.array] | None = None
+        self._unevaluated: list[Page] = []  # sealed since the last `arrays()`; they keep the raw tail alive
 
     # -- size -----------------------------------------------------------------------------------------------
     @property
@@ -110,13 +112,14 @@ class PagedKVCache:
         return sum(p.nbytes for p in self.pages) + tail + raw
 
     def arrays(self) -> list[mx.array]:
-        """The arrays that hold new data (what a caller evaluates after a prefill chunk)."""
+        """The arrays that got new data since the last call (what a caller evaluates after a prefill chunk;
+        until then a lazily quantized page keeps the whole unquantized chunk it came from alive)."""
         out = [a for a in (self.tail_keys, self.tail_values) if a is not None]
-        if self.pages:
-            page = self.pages[-1]
+        for page in self._unevaluated:
             for stored in (page.keys, page.values):
                 if stored is not None:
                     out.extend(stored if isinstance(stored, tuple) else [stored])
+        self._unevaluated = []
         return out
 
     # -- writing --------------------------------------------------------------------------------------------
@@ -141,6 +144,7 @@ class PagedKVCache:
                 keys, rest_k = self.tail_keys[..., :size, :], self.tail_keys[..., size:, :]
             page = Page(None if keys is None else encode(keys, self.bits), encode(values, self.bits))
             self.pages.append(page)
+            self._unevaluated.append(page)
             self.last_raw = None if self.bits is None else (page, keys, values)
             empty = rest_v.shape[2] == 0
             self.tail_values = None if empty else rest_v
@@ -203,12 +207,15 @@ class PagedKVCache:
         budget = SCORE_BUDGET // max(1, queries.shape[1] * q_len)
         chunk = max(self.page_size, min(self.attention_chunk, budget // self.page_size * self.page_size))
         last_query = q_offset + q_len - 1
-        segments = [s for s in self._segments(chunk) if s[0] <= last_query]
-        if len(segments) == 1:
-            start, keys, values = segments[0]
+        # A generator, not a list: each chunk's dequantized keys/values must be freed once it has been used.
+        segments = (s for s in self._segments(chunk) if s[0] <= last_query)
+        first = next(segments)
+        second = next(segments, None)
+        if second is None:
+            start, keys, values = first
             mask = attention_mask(q_offset, q_len, start, keys.shape[2], None)
             return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
-        return online_softmax_attention(queries, iter(segments), q_offset, scale)
+        return online_softmax_attention(queries, itertools.chain([first, second], segments), q_offset, scale)
 
     def _segments(self, chunk: int) -> Iterator[tuple[int, mx.array, mx.array]]:
         """(first position, keys, values) of consecutive chunks of at most `chunk` tokens, oldest first."""
