@@ -131,13 +131,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="run the simple cache only up to this context (its chunk step needs q x context)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    contexts = sorted(args.contexts)
     model = build_model(args.layers, hidden=args.hidden, intermediate=args.hidden)
+    limit = model.config.max_position_embeddings
+    # Leave room for the step's own tokens inside the model's window (262144 -> 262112).
+    contexts = sorted({min(c, limit - CHUNK_QUERIES) for c in args.contexts})
     kinds = [("simple", None)] + [(f"paged-{b}", b) for b in args.kv_bits]
     rows = []
     for name, bits in kinds:
         cache = simple_cache(model) if bits is None else model.make_cache(
-            kv_bits=bits, max_context=max(contexts) + CHUNK_QUERIES, rollback_slack=CHUNK_QUERIES)
+            kv_bits=bits, max_context=limit, rollback_slack=CHUNK_QUERIES)
         for context in contexts:
             if bits is None and context > args.simple_max_context:
                 break

@@ -37,7 +37,7 @@ from mlx_model.generate import GenerationResult, make_cache, prefill, stream_gen
 from mlx_model.paged_cache import PAGE_SIZE, Page, PagedKVCache, check_kv_bits
 from mlx_model.ring_cache import RingKVCache
 
-DEFAULT_MEMORY_BUDGET = 6 << 30
+DEFAULT_MEMORY_BUDGET = 3 << 30  # live cache (about 1 GiB at 256K, 4-bit) + stored blocks and checkpoints
 SAVE_FORMAT = "gemma-agent-kv-cache/1"
 
 
