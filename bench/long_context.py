@@ -31,7 +31,6 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mlx_model.cache import LayerKVCache  # noqa: E402
 from mlx_model.config import TextConfig  # noqa: E402
 from mlx_model.gemma4 import Model  # noqa: E402
 from mlx_model.paged_cache import PagedKVCache  # noqa: E402
