@@ -14,6 +14,7 @@ from mlx_model.config import ConfigError, TextConfig, load_config
 from mlx_model.gemma4 import Model
 from mlx_model.generate import GenerationResult, generate, make_cache, stream_generate
 from mlx_model.loader import ModelLoadError, load_drafter, load_model, quantize_model, save_model
+from mlx_model.prefix_cache import PromptCache
 from mlx_model.tokenizer import StreamingDecoder, Tokenizer
 
 
@@ -28,7 +29,8 @@ def load(path: str | Path, *, dtype: mx.Dtype | None = None) -> tuple[Model, Tok
 
 
 __all__ = [
-    "ConfigError", "GenerationResult", "Model", "ModelCache", "ModelLoadError", "StreamingDecoder", "TextConfig",
-    "Tokenizer", "generate", "load", "load_config", "load_drafter", "load_model", "make_cache", "quantize_model", "save_model",
+    "ConfigError", "GenerationResult", "Model", "ModelCache", "ModelLoadError", "PromptCache", "StreamingDecoder",
+    "TextConfig", "Tokenizer", "generate", "load", "load_config", "load_drafter", "load_model", "make_cache",
+    "quantize_model", "save_model",
     "stream_generate",
 ]

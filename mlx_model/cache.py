@@ -1,10 +1,14 @@
-"""A simple, exact KV cache for incremental decoding.
+"""The layer-cache protocol, a simple exact KV cache, and `ModelCache`, which holds one cache per layer.
 
 Each layer cache appends keys/values and computes attention over what it holds (`attend`), so a model layer,
 a KV-shared layer or the MTP drafter reading another layer's KV all use the same call, whatever the storage.
 Full-attention layers keep every token. Sliding-window layers keep the last `window - 1 + slack` tokens: the
 window is what attention needs, the slack is what can be rolled back (`trim`) after the window has been passed.
 Buffers grow in steps so that appending one token does not copy the whole cache.
+
+`LayerKVCache` is the plain reference; `make_cache` builds the paged/ring caches (`paged_cache`, `ring_cache`)
+that implement the same protocol: `append(keys, values)`, `attend(queries, q_offset)`, `offset`, `trimmable()`,
+`trim(n)`, plus `arrays()` and `nbytes`.
 """
 from __future__ import annotations
 
@@ -28,6 +32,13 @@ class LayerKVCache:
     @property
     def stored(self) -> int:
         return self.offset - self.start
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.keys is None else self.keys.nbytes + self.values.nbytes
+
+    def arrays(self) -> list[mx.array]:
+        return [] if self.keys is None else [self.keys, self.values]
 
     def append(self, keys: mx.array, values: mx.array) -> None:
         """Store keys/values [batch, kv_heads, new_tokens, head_dim] for the next positions."""
@@ -101,13 +112,31 @@ def attention_mask(q_start: int, q_len: int, k_start: int, k_len: int, window: i
 class ModelCache:
     """The caches of all layers that compute their own K/V (KV-shared layers need none)."""
 
-    def __init__(self, layers: list[LayerKVCache | None]):
+    def __init__(self, layers: list, max_context: int | None = None, prefill_chunk: int | None = None):
         self.layers = layers
+        self.max_context = max_context
+        self.prefill_chunk = prefill_chunk  # None: the caller's default chunk size
 
     @property
     def offset(self) -> int:
         """Number of tokens the cache holds (the position of the next token)."""
         return next((c.offset for c in self.layers if c is not None), 0)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cache's arrays."""
+        return sum(c.nbytes for c in self.layers if c is not None)
+
+    def arrays(self) -> list[mx.array]:
+        """The arrays holding the newest data (evaluate them to materialize a prefill chunk)."""
+        return [a for c in self.layers if c is not None for a in c.arrays()]
+
+    def check_room(self, new_tokens: int) -> None:
+        """Raise ValueError if `new_tokens` more tokens would pass `max_context`."""
+        if self.max_context is not None and self.offset + new_tokens > self.max_context:
+            raise ValueError(f"context of {self.offset + new_tokens} tokens ({self.offset} cached + {new_tokens} "
+                             f"new) exceeds max_context={self.max_context}; shorten the prompt or make the cache "
+                             "with a larger max_context")
 
     def trim(self, n: int) -> int:
         """Remove up to `n` of the newest tokens from every layer; returns how many were removed."""
@@ -117,7 +146,21 @@ class ModelCache:
                 c.trim(n)
         return n
 
-    def __getitem__(self, index: int) -> LayerKVCache | None:
+    def snapshot(self) -> list:
+        """The state of every layer, restorable with `restore` (no copies: cache arrays are never mutated)."""
+        if any(c is not None and not hasattr(c, "state") for c in self.layers):
+            raise TypeError("snapshots need the paged caches from make_cache(model), not the simple LayerKVCache")
+        return [None if c is None else c.state() for c in self.layers]
+
+    def restore(self, snapshot: list) -> None:
+        """Return every layer to the state of an earlier `snapshot` of this cache."""
+        if len(snapshot) != len(self.layers):
+            raise ValueError("the snapshot was taken from a cache with a different number of layers")
+        for c, state in zip(self.layers, snapshot):
+            if c is not None:
+                c.set_state(state)
+
+    def __getitem__(self, index: int):
         return self.layers[index]
 
     def __len__(self) -> int:

@@ -16,6 +16,8 @@ import numpy as np
 
 from mlx_model.cache import LayerKVCache, ModelCache
 from mlx_model.config import SLIDING, LayerSpec, RopeSpec, TextConfig
+from mlx_model.paged_cache import ATTENTION_CHUNK, PAGE_SIZE, KeysFromValues, PagedKVCache, check_kv_bits
+from mlx_model.ring_cache import RingKVCache
 
 
 class RMSNorm(nn.Module):
@@ -88,6 +90,11 @@ class Attention(nn.Module):
         out = cache.attend(q, offset)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, -1))
 
+    def keys_from_values(self, values: mx.array, offset: int) -> mx.array:
+        """k_eq_v layers: rebuild keys [batch, kv_heads, tokens, head_dim] at positions offset.. from the stored
+        values. v = v_norm(raw) has no weight, so k_norm(raw) = v * k_norm.weight, and k = RoPE(that)."""
+        return self.rope(values * self.k_norm.weight.astype(values.dtype), offset)
+
 
 class MLP(nn.Module):
     def __init__(self, hidden: int, intermediate: int, activation: str):
@@ -146,14 +153,50 @@ class TextModel(nn.Module):
         return h * mx.array(math.sqrt(self.config.hidden_size), dtype=h.dtype)
 
 
-def make_layer_caches(config: TextConfig, rollback_slack: int | None = None) -> ModelCache:
-    """One cache per layer that computes its own K/V; KV-shared layers get None (they read their source's)."""
-    kwargs = {} if rollback_slack is None else {"slack": rollback_slack}
-    return ModelCache([
-        None if spec.kv_source is not None
-        else LayerKVCache(config.sliding_window if spec.attention == SLIDING else None, **kwargs)
-        for spec in config.layers
-    ])
+def make_layer_caches(config: TextConfig, rollback_slack: int | None = None, *, paged: bool = False,
+                      kv_bits: int | None = None, max_context: int | None = None, page_size: int = PAGE_SIZE,
+                      attention_chunk: int = ATTENTION_CHUNK,
+                      keys_from_values: dict[int, KeysFromValues] | None = None) -> ModelCache:
+    """One cache per layer that computes its own K/V; KV-shared layers get None (they read their source's).
+
+    Simple exact caches by default; with `paged`, full layers get a `PagedKVCache` (pages of `page_size` tokens,
+    `kv_bits` None/16, 8 or 4; k_eq_v layers store only V when `keys_from_values` gives their key rebuilder)
+    and sliding layers a `RingKVCache`. Bad `kv_bits` / `max_context` raise ValueError.
+    """
+    if not paged:
+        kwargs = {} if rollback_slack is None else {"slack": rollback_slack}
+        return ModelCache([
+            None if spec.kv_source is not None
+            else LayerKVCache(config.sliding_window if spec.attention == SLIDING else None, **kwargs)
+            for spec in config.layers
+        ])
+    bits = check_kv_bits(kv_bits)
+    limit = config.max_position_embeddings
+    if max_context is None:
+        max_context = limit
+    if type(max_context) is not int or not 1 <= max_context <= limit:
+        raise ValueError(f"max_context must be an integer from 1 to {limit} (the model's max_position_embeddings);"
+                         f" got {max_context!r}")
+    if type(page_size) is not int or page_size < 1:
+        raise ValueError(f"page_size must be a positive integer; got {page_size!r}")
+    if bits is not None:
+        odd = sorted({s.head_dim for s in config.layers if s.attention != SLIDING and s.head_dim % 64})
+        if odd:
+            raise ValueError(f"kv_bits={kv_bits} quantizes in groups of 64 along head_dim, but full-attention "
+                             f"layers have head_dim {odd}; use kv_bits=None")
+    slack = {} if rollback_slack is None else {"slack": rollback_slack}
+    rebuild = keys_from_values or {}
+    layers = []
+    for index, spec in enumerate(config.layers):
+        if spec.kv_source is not None:
+            layers.append(None)
+        elif spec.attention == SLIDING:
+            layers.append(RingKVCache(config.sliding_window, max_context=max_context, **slack))
+        else:
+            layers.append(PagedKVCache(kv_bits=bits, page_size=page_size, max_context=max_context,
+                                       keys_from_values=rebuild.get(index) if spec.k_eq_v else None,
+                                       attention_chunk=attention_chunk))
+    return ModelCache(layers, max_context=max_context, prefill_chunk=page_size)
 
 
 class Model(nn.Module):
@@ -187,8 +230,13 @@ class Model(nn.Module):
         cap = self.config.final_logit_softcapping
         return logits if cap is None else mx.tanh(logits / cap) * cap
 
-    def make_cache(self, rollback_slack: int | None = None) -> ModelCache:
-        return make_layer_caches(self.config, rollback_slack)
+    def make_cache(self, rollback_slack: int | None = None, *, kv_bits: int | None = None,
+                   max_context: int | None = None, paged: bool = True, **options: Any) -> ModelCache:
+        """A paged cache (see `make_layer_caches`; `paged=False` gives the simple reference cache)."""
+        rebuild = {i: layer.self_attn.keys_from_values for i, layer in enumerate(self.model.layers)
+                   if layer.self_attn.spec.k_eq_v and layer.self_attn.spec.kv_source is None}
+        return make_layer_caches(self.config, rollback_slack, paged=paged, kv_bits=kv_bits, max_context=max_context,
+                                 keys_from_values=rebuild, **options)
 
     @staticmethod
     def sanitize(weights: dict[str, Any], config: TextConfig) -> dict[str, Any]:

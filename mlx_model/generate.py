@@ -12,12 +12,19 @@ from mlx_model.cache import ModelCache
 from mlx_model.gemma4 import Model
 from mlx_model.speculative import SpeculativeStats, speculative_stream
 
-PREFILL_CHUNK = 512
+PREFILL_CHUNK = 512  # for caches that do not set their own `prefill_chunk` (the simple reference cache)
 
 
-def make_cache(model: Model) -> ModelCache:
-    """A fresh KV cache for `model` (pass it to `model(ids, cache=...)` or to `stream_generate`)."""
-    return model.make_cache()
+def make_cache(model: Model, kv_bits: int | None = None, max_context: int | None = None, **options) -> ModelCache:
+    """A fresh paged KV cache for `model` (pass it to `model(ids, cache=...)` or to `stream_generate`).
+
+    kv_bits: None or 16 keep pages in the model's dtype (bf16 for the real model); 8 or 4 quantize sealed pages
+    (affine, groups of 64 along head_dim; the newest, unfilled page stays unquantized). max_context: the most
+    tokens the cache may hold (default and upper bound: the model's max_position_embeddings). Anything else
+    raises ValueError naming the allowed values. `options` (page_size, attention_chunk, rollback_slack, paged)
+    go to `Model.make_cache`.
+    """
+    return model.make_cache(kv_bits=kv_bits, max_context=max_context, **options)
 
 
 def sample(logits: mx.array, temperature: float, top_p: float = 1.0) -> mx.array:
@@ -37,12 +44,22 @@ def sample(logits: mx.array, temperature: float, top_p: float = 1.0) -> mx.array
     return mx.random.categorical(logits, axis=-1)
 
 
-def prefill(model: Model, ids: mx.array, cache: ModelCache, chunk: int = PREFILL_CHUNK) -> mx.array:
-    """Feed ids [batch, length] into the cache in chunks; return the logits of the last position."""
-    for start in range(0, ids.shape[1] - 1, chunk):
-        end = min(start + chunk, ids.shape[1] - 1)
+def prefill(model: Model, ids: mx.array, cache: ModelCache, chunk: int | None = None) -> mx.array:
+    """Feed ids [batch, length] into the cache in chunks; return the logits of the last position.
+
+    Chunks end at multiples of `chunk` counted from position 0 (not from where the cache starts), so a prompt
+    is cut the same way whether it is prefilled cold or after a cached prefix: with quantized pages both then
+    store identical pages. The paged cache's chunk is its page size (see `paged_cache`).
+    """
+    chunk = chunk or cache.prefill_chunk or PREFILL_CHUNK
+    cache.check_room(ids.shape[1])
+    base, last = cache.offset, ids.shape[1] - 1
+    start = 0
+    while start < last:
+        end = min(last, ((base + start) // chunk + 1) * chunk - base)
         model.hidden_states(ids[:, start:end], cache)
-        mx.eval([c.keys for c in cache.layers if c is not None])
+        mx.eval(cache.arrays())
+        start = end
     return model(ids[:, -1:], cache)[:, -1, :]
 
 
@@ -54,7 +71,8 @@ def stream_generate(model: Model, prompt_ids: Sequence[int] | mx.array, *, max_t
 
     With `cache`, generation continues from it: pass only the tokens not already in the cache. Afterwards the
     cache holds everything that was fed: the prompt and every yielded token but the last.
-    A stop id is yielded and ends generation. With `drafter`, tokens come from speculative decoding
+    A stop id is yielded and ends generation; so does reaching the cache's max_context (a prompt that does not
+    fit raises ValueError before anything is computed). With `drafter`, tokens come from speculative decoding
     (`draft_length` None = adaptive); `stats` then collects its statistics.
     """
     if drafter is not None:
@@ -70,6 +88,8 @@ def stream_generate(model: Model, prompt_ids: Sequence[int] | mx.array, *, max_t
     if seed is not None:
         mx.random.seed(seed)
     cache = cache if cache is not None else make_cache(model)
+    if cache.max_context is not None:  # stop at the context limit instead of failing mid-generation
+        max_tokens = min(max_tokens, cache.max_context - cache.offset - ids.shape[1] + 1)
     stops = set(stop_ids)
     logits = prefill(model, ids, cache)
     for step in range(max_tokens):
@@ -91,6 +111,7 @@ class GenerationResult:
     peak_memory_bytes: int = 0
     finish_reason: str = "length"  # "length" or "stop"
     speculative: SpeculativeStats | None = None  # drafting statistics when a drafter was used
+    reused_tokens: int = 0  # prompt tokens served from a prefix cache (see `PromptCache`)
 
     @property
     def prompt_tps(self) -> float:

@@ -1,0 +1,121 @@
+"""Agent-trace replay: tokens prefilled and time to first token per turn, with prefix reuse vs without.
+
+A 20-turn agent conversation is replayed: turn 1 is a long system prompt (instructions, tool declarations, repo
+map, task: half the final length by default); every turn the model answers (`--reply` tokens, greedy) and the trace grows by that answer plus a tool
+result, up to `--final-tokens`. With reuse, one `PromptCache` serves all turns (turn N starts from turn N-1's
+cache). Without, every turn prefills its whole prompt into a fresh cache (what a stateless local server does).
+Both run in the same process on the same prompts; the first token of every turn must agree between the two.
+The model is a small random Gemma 4 (6 layers: 5 sliding with window 1024 + 1 full k_eq_v, float32) so that the
+cold 32K prefills finish on a CPU; reuse does not depend on the model's size, the TTFT ratio does (attention's
+share grows with context, so a wider model reuses at least as well).
+
+Reproduce:
+    python bench/agent_prefix.py --json                       # trace growing to 4K tokens (minutes here)
+    python bench/agent_prefix.py --final-tokens 32768 --cold-turns 1 20 --json  # the issue's 32K trace
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from long_context import build_model  # noqa: E402
+
+import mlx_model  # noqa: E402
+from mlx_model.prefix_cache import PromptCache  # noqa: E402
+
+TURN_MARKERS = [105, 2364, 107]  # stand-ins for the chat template's turn tokens around a tool result
+
+
+def trace_growth(first: int, final: int, turns: int, reply: int) -> int:
+    """Tool-result tokens per turn so that the last prompt reaches about `final` tokens."""
+    return max(1, (final - first) // (turns - 1) - reply - len(TURN_MARKERS))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--final-tokens", type=int, default=4096)
+    parser.add_argument("--first-tokens", type=int, default=None, help="turn-1 prompt (default: final / 2)")
+    parser.add_argument("--reply", type=int, default=32, help="tokens the model writes per turn")
+    parser.add_argument("--kv-bits", type=int, default=None, choices=[16, 8, 4])
+    parser.add_argument("--cold-turns", type=int, nargs="+", default=None,
+                        help="measure the no-reuse TTFT only for these turns (default: all; cold 32K prefills are slow)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    first = args.first_tokens or args.final_tokens // 2
+    growth = trace_growth(first, args.final_tokens, args.turns, args.reply)
+    model = build_model(6, hidden=256, intermediate=512, vocab=4096, dtype=mx.float32, heads=4,
+                        sliding_kv_heads=2, sliding_head_dim=64, full_head_dim=64)
+    rng = np.random.default_rng(0)
+    words = lambda n: [int(t) for t in rng.integers(3, 4096, size=n)]  # noqa: E731
+
+    prompt_cache = PromptCache(model, kv_bits=args.kv_bits)
+    rows, prompts = [], []
+    prompt = words(first)
+    prompt_cache_held = 0
+    for turn in range(1, args.turns + 1):
+        result = prompt_cache.generate(prompt, max_tokens=args.reply)
+        prompts.append(list(prompt))
+        rows.append({"turn": turn, "prompt_tokens": len(prompt), "reused": result.reused_tokens,
+                     "prefilled": len(prompt) - result.reused_tokens, "ttft_reuse_s": result.prompt_seconds,
+                     "first_token": result.tokens[0]})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        rows[-1]["cached_before"] = prompt_cache_held
+        prompt = prompt + result.tokens + TURN_MARKERS + words(growth)
+        prompt_cache_held = len(prompt_cache.tokens)  # what the next turn could reuse at most
+
+    for row, prompt in zip(rows, prompts):
+        row["reuse_fraction"] = row["reused"] / row["prompt_tokens"]
+        if args.cold_turns is not None and row["turn"] not in args.cold_turns:
+            row.update(ttft_cold_s=None, ttft_ratio=None, same_first_token=None)
+            continue
+        cold = mlx_model.generate(model, prompt, max_tokens=1,
+                                  cache=mlx_model.make_cache(model, kv_bits=args.kv_bits))
+        row["ttft_cold_s"] = cold.prompt_seconds
+        row["ttft_ratio"] = row["ttft_reuse_s"] / cold.prompt_seconds
+        row["same_first_token"] = cold.tokens[0] == row["first_token"]
+        print(json.dumps(row), file=sys.stderr, flush=True)
+
+    later = rows[1:]
+    summary = {
+        "min_reuse_fraction_from_turn_2": min(r["reuse_fraction"] for r in later),
+        # reused / what the previous turn left in the cache (its prompt and all but the last reply token)
+        "reused_of_cached_from_turn_2": sum(r["reused"] for r in later) / sum(r["cached_before"] for r in later),
+        "aggregate_reuse_fraction_from_turn_2": sum(r["reused"] for r in later) / sum(r["prompt_tokens"] for r in later),
+        "last_turn_ttft_ratio": rows[-1]["ttft_ratio"],
+        "tokens_prefilled_with_reuse": sum(r["prefilled"] for r in rows),
+        "tokens_prefilled_without": sum(r["prompt_tokens"] for r in rows),
+        "all_first_tokens_agree": all(r["same_first_token"] is not False for r in rows),
+    }
+    print(f"Agent trace: {args.turns} turns, {first} -> {rows[-1]['prompt_tokens']} tokens, reply {args.reply}, "
+          f"tool result {growth} tokens/turn, kv_bits={args.kv_bits}; TTFT x = with reuse / without")
+    print(f"{'turn':>4} {'prompt':>7} {'reused':>7} {'prefill':>7} {'reuse%':>7} {'TTFT reuse s':>12} "
+          f"{'TTFT cold s':>11} {'x':>6}")
+    def fmt(value, spec):
+        return format("-", f">{spec.split('.')[0]}") if value is None else format(value, spec)
+
+    for r in rows:
+        print(f"{r['turn']:>4} {r['prompt_tokens']:>7} {r['reused']:>7} {r['prefilled']:>7} "
+              f"{100 * r['reuse_fraction']:>6.1f}% {r['ttft_reuse_s']:>12.3f} {fmt(r['ttft_cold_s'], '11.3f')} "
+              f"{fmt(r['ttft_ratio'], '6.3f')}")
+    print(f"from turn 2: min reuse {100 * summary['min_reuse_fraction_from_turn_2']:.1f}%, aggregate "
+          f"{100 * summary['aggregate_reuse_fraction_from_turn_2']:.1f}%; last-turn TTFT x "
+          f"{summary['last_turn_ttft_ratio']:.3f}; tokens prefilled {summary['tokens_prefilled_with_reuse']} vs "
+          f"{summary['tokens_prefilled_without']}; reused / cached by the previous turn "
+          f"{100 * summary['reused_of_cached_from_turn_2']:.1f}%; first tokens agree: {summary['all_first_tokens_agree']}")
+    if args.json:
+        print(json.dumps({"benchmark": "agent_prefix", "args": vars(args), "summary": summary, "turns": rows},
+                         indent=2))
+
+
+if __name__ == "__main__":
+    main()
