@@ -19,6 +19,8 @@ class ConfigError(Exception):
 class Config:
     backend: str = "mlx"  # mlx | openai | replay
     model: str | None = None  # mlx: converted weights directory
+    drafter: str | None = None  # mlx: MTP drafter directory (speculative decoding)
+    kv_bits: int | None = None  # mlx: 8 or 4 quantizes the KV cache pages (None: model dtype)
     base_url: str | None = None  # openai: e.g. http://127.0.0.1:8080/v1
     model_name: str = "gemma-4-12b-it"  # openai: the server's model name
     api_key_env: str = "OPENAI_API_KEY"  # openai: environment variable holding the key
@@ -45,8 +47,9 @@ _TABLES = {
     "budgets": {"max_steps": "max_steps", "max_tokens": "max_tokens", "max_time": "max_time",
                 "context_tokens": "context_tokens", "max_output_tokens": "max_output_tokens"},
 }
-_TOP_LEVEL = {"backend": "backend", "model": "model", "approve": "approve", "record": "record"}
-_CHOICES = {"backend": ("mlx", "openai", "replay"), "approve": ("ask", "auto", "never")}
+_TOP_LEVEL = {"backend": "backend", "model": "model", "drafter": "drafter", "kv_bits": "kv_bits",
+              "approve": "approve", "record": "record"}
+_CHOICES = {"backend": ("mlx", "openai", "replay"), "approve": ("ask", "auto", "never"), "kv_bits": (8, 4)}
 _TYPES = {f.name: f.type for f in fields(Config)}
 
 
@@ -84,7 +87,7 @@ def parse_toml(text: str, source: str, base_dir: Path) -> dict[str, Any]:
         else:
             known = ", ".join([*_TOP_LEVEL, *(f"[{t}]" for t in _TABLES)])
             raise ConfigError(f"{source}: unknown key {key!r}; known: {known}")
-    for name in ("model", "replay", "record"):
+    for name in ("model", "drafter", "replay", "record"):
         if isinstance(values.get(name), str):
             values[name] = str((base_dir / Path(values[name]).expanduser()).resolve())
     return {name: _coerce(name, value, source) for name, value in values.items()}

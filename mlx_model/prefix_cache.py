@@ -111,15 +111,18 @@ class PromptCache:
         return logits
 
     def stream_generate(self, prompt_ids: Sequence[int], *, max_tokens: int, temperature: float = 0.0,
-                        top_p: float = 1.0, stop_ids: Iterable[int] = (), seed: int | None = None) -> Iterator[int]:
-        """Like `mlx_model.stream_generate` for the whole prompt, prefilling only what is not cached."""
+                        top_p: float = 1.0, stop_ids: Iterable[int] = (), seed: int | None = None,
+                        drafter=None, draft_length: int | None = None, stats=None) -> Iterator[int]:
+        """Like `mlx_model.stream_generate` for the whole prompt, prefilling only what is not cached (with
+        `drafter`, decoding is speculative; its rollbacks stay within the cache's rollback slack)."""
         prompt = self._check_prompt(prompt_ids)
         reused = self._reuse(prompt)
         produced: list[int] = []
         try:
             for token in stream_generate(self.model, prompt[reused:], max_tokens=max_tokens,
                                          temperature=temperature, top_p=top_p, stop_ids=stop_ids,
-                                         cache=self.cache, seed=seed):
+                                         cache=self.cache, seed=seed, drafter=drafter,
+                                         draft_length=draft_length, stats=stats):
                 produced.append(token)
                 yield token
         finally:

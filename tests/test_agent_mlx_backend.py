@@ -75,3 +75,28 @@ def test_missing_or_bad_weights_fail_fast_with_instructions(tmp_path, checkpoint
     no_tokenizer = shutil.copytree(checkpoint, tmp_path / "no_tok", ignore=shutil.ignore_patterns("tokenizer*"))
     with pytest.raises(BackendUnavailable, match="no tokenizer"):
         MlxBackend(str(no_tokenizer))
+
+
+def test_prefix_reuse_and_drafter_on_the_trained_pair():
+    """The real trained pair (tests/fixtures/draft_pair): the drafter changes nothing in the output, and
+    turn 2 prefills only what turn 1 did not already cache."""
+    from pathlib import Path
+
+    pair = Path(__file__).parent / "fixtures" / "draft_pair"
+    plain = MlxBackend(str(pair / "target"))
+    drafted = MlxBackend(str(pair / "target"), drafter_path=str(pair / "drafter"))
+    assert "drafter" in drafted.describe()
+    messages = [{"role": "user", "content": "def parse(text):\n    lines = text.splitlines()\n"}]
+    first = {name: backend.complete(messages, TOOLS, max_tokens=40, on_text=lambda t: None)
+             for name, backend in (("plain", plain), ("drafted", drafted))}
+    assert first["drafted"].raw == first["plain"].raw
+    messages += [{"role": "assistant", "content": first["plain"].raw}, {"role": "user", "content": "and more"}]
+    second = drafted.complete(messages, TOOLS, max_tokens=20, on_text=lambda t: None)
+    full = len(drafted.encode_prompt(render_conversation(messages, TOOLS)))
+    assert second.tokens_in < full // 2 and drafted.prompts.last_reused > full // 2
+    assert second.raw == plain.complete(messages, TOOLS, max_tokens=20, on_text=lambda t: None).raw
+
+
+def test_bad_drafter_fails_fast(checkpoint, tmp_path):
+    with pytest.raises(BackendUnavailable, match="cannot use the drafter"):
+        MlxBackend(str(checkpoint), drafter_path=str(tmp_path))

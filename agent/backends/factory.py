@@ -23,5 +23,5 @@ def make_backend(config: Config) -> Backend:
     else:
         from agent.backends.mlx import MlxBackend
 
-        backend = MlxBackend(config.model)
+        backend = MlxBackend(config.model, drafter_path=config.drafter, kv_bits=config.kv_bits)
     return RecordingBackend(backend, config.record) if config.record else backend

@@ -16,20 +16,13 @@ NO_WEIGHTS_HELP = (
 )
 
 
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
-
-
 class MlxBackend:
-    """Keeps the ids held by the cache; each turn feeds only what follows their longest common prefix."""
+    """One `PromptCache` per session: each turn prefills only what follows the longest cached prefix (the
+    history is append-only, so that is the new turn), with the drafter when one is configured."""
 
     name = "mlx"
 
-    def __init__(self, model_path: str | None):
+    def __init__(self, model_path: str | None, *, drafter_path: str | None = None, kv_bits: int | None = None):
         if not model_path:
             raise BackendUnavailable(f"no model configured for the mlx backend. {NO_WEIGHTS_HELP}")
         path = Path(model_path).expanduser()
@@ -45,10 +38,17 @@ class MlxBackend:
             raise BackendUnavailable(f"cannot load {path}: {exc}. {NO_WEIGHTS_HELP}") from None
         if self.tokenizer is None:
             raise BackendUnavailable(f"{path} has no tokenizer (tokenizer.json); copy it from the Hugging Face download")
+        self.drafter = None
+        if drafter_path:
+            try:
+                self.drafter = mlx_model.load_drafter(Path(drafter_path).expanduser())
+                mlx_model.assistant.check_pair(self.model.config, self.drafter)
+            except (mlx_model.ModelLoadError, mlx_model.ConfigError) as exc:
+                raise BackendUnavailable(f"cannot use the drafter {drafter_path}: {exc}") from None
         self.runtime = mlx_model
         self.path = path
-        self.cache = mlx_model.make_cache(self.model)
-        self.cached_ids: list[int] = []
+        self.kv_bits = kv_bits
+        self.prompts = mlx_model.PromptCache(self.model, kv_bits=kv_bits)
         stops = {self.tokenizer.token_to_id(s) for s in STOP_STRINGS}
         self.stop_ids = tuple((stops | set(self.tokenizer.eos_ids)) - {None})
 
@@ -59,31 +59,15 @@ class MlxBackend:
             return [self.tokenizer.bos_id, *self.tokenizer.encode(text[len(bos) :])]
         return self.tokenizer.encode(text)
 
-    def _reuse_cache(self, prompt: list[int]) -> list[int]:
-        """Trim the cache to the common prefix with `prompt` and return the ids still to feed."""
-        keep = common_prefix_length(self.cached_ids, prompt)
-        if keep == len(prompt):  # always feed at least one token so there are logits to sample from
-            keep -= 1
-        excess = self.cache_offset() - keep
-        if excess > 0 and self.cache.trim(excess) != excess:
-            self.cache, keep = self.runtime.make_cache(self.model), 0  # this layer type cannot roll back
-        self.cached_ids = prompt[:keep]
-        return prompt[keep:]
-
-    def cache_offset(self) -> int:
-        return int(getattr(self.cache, "offset", len(self.cached_ids)))
-
     def complete(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, max_tokens: int, on_text: TextSink
     ) -> Completion:
         prompt = self.encode_prompt(render_conversation(messages, tools))
-        todo = self._reuse_cache(prompt)
         generated: list[int] = []
         decoder = self.runtime.StreamingDecoder(self.tokenizer)
         try:
-            for token in self.runtime.stream_generate(
-                self.model, todo, max_tokens=max_tokens, stop_ids=self.stop_ids, cache=self.cache
-            ):
+            for token in self.prompts.stream_generate(prompt, max_tokens=max_tokens, stop_ids=self.stop_ids,
+                                                      drafter=self.drafter):
                 generated.append(int(token))
                 piece = decoder.add(int(token))
                 if piece:
@@ -92,18 +76,19 @@ class MlxBackend:
             if tail:
                 on_text(tail)
         except KeyboardInterrupt:
-            self.cache, self.cached_ids = self.runtime.make_cache(self.model), []  # cache state unknown now
+            self.prompts.clear()  # the cache state is unknown after an interrupted step
             raise
         except Exception as exc:
-            self.cache, self.cached_ids = self.runtime.make_cache(self.model), []
+            self.prompts.clear()
             raise BackendError(f"generation failed: {type(exc).__name__}: {exc}") from exc
-        # The cache now holds the prompt and every generated token but the last.
-        self.cached_ids = prompt + generated[:-1]
         raw = self.tokenizer.decode(generated)
-        return Completion(raw=raw, tokens_in=len(todo), tokens_out=len(generated))
+        return Completion(raw=raw, tokens_in=self.prompts.last_prefilled, tokens_out=len(generated))
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
 
     def describe(self) -> str:
-        return f"mlx, model {self.path} ({len(self.cached_ids)} tokens cached)"
+        extras = [f"KV {self.kv_bits}-bit" if self.kv_bits else "", "drafter" if self.drafter else ""]
+        extra = ", ".join(e for e in extras if e)
+        return (f"mlx, model {self.path}{' (' + extra + ')' if extra else ''}, "
+                f"{len(self.prompts.tokens)} tokens cached")
