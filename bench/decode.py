@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--gen-tokens", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=ROOT / ".bench" / "decode")
+    parser.add_argument("--rounds", type=int, default=2, help="worker runs per implementation, in ABBA order")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON object")
     parser.add_argument("--worker", choices=("ours", "mlx-vlm"), help=argparse.SUPPRESS)
@@ -141,8 +142,11 @@ def main() -> None:
     if not (model_dir / "model.safetensors").is_file():
         print(f"building random 12B-width checkpoint ({args.layers} layers) in {model_dir} ...", file=sys.stderr)
         build_checkpoint(model_dir, args.layers, args.seed)
-    results = {}
-    for impl in ("ours", "mlx-vlm"):
+    results: dict[str, dict] = {}
+    order = []
+    for r in range(args.rounds):  # ABBA order, so drift in the machine's load hits both alike
+        order += [("ours", "mlx-vlm"), ("mlx-vlm", "ours")][r % 2]
+    for impl in order:
         print(f"running {impl} ...", file=sys.stderr)
         cmd = [sys.executable, __file__, "--worker", impl, "--layers", str(args.layers), "--bits", str(args.bits),
                "--prompt-tokens", str(args.prompt_tokens), "--gen-tokens", str(args.gen_tokens),
@@ -150,10 +154,17 @@ def main() -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"{impl} failed:\n{proc.stderr[-3000:]}")
-        results[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
+        run = json.loads(proc.stdout.strip().splitlines()[-1])
+        if impl in results:
+            for key in ("prefill_tps", "decode_tps"):
+                results[impl][key] += run[key]
+            for key in ("peak_memory_gib", "max_rss_gib"):
+                results[impl][key] = max(results[impl][key], run[key])
+        else:
+            results[impl] = run
 
     summary = {"shape": f"12B widths, {args.layers} layers, {args.bits}-bit, prompt {args.prompt_tokens}, "
-                        f"generate {args.gen_tokens}, {args.repeats} repeats",
+                        f"generate {args.gen_tokens}, {args.rounds} rounds x {args.repeats} repeats",
                "same_tokens": results["ours"]["tokens"] == results["mlx-vlm"]["tokens"]}
     for impl, r in results.items():
         summary[impl] = {"prefill_tps": statistics.median(r["prefill_tps"]),
