@@ -135,7 +135,7 @@ def real_shapes_bench(repeats: int) -> dict:
         "model_type": "gemma4_unified_assistant", "backbone_hidden_size": 3840, "use_ordered_embeddings": True,
         "num_centroids": 2048, "centroid_intermediate_top_k": 32,
         "text_config": dict(base, hidden_size=1024, intermediate_size=4096, num_hidden_layers=4,
-                            num_attention_heads=4, layer_types=[S, S, S, F])}))
+                            num_attention_heads=16, layer_types=[S, S, S, F])}))
     mlx_model.quantize_model(drafter, 4)
     mx.eval(drafter.parameters())
     views = {t: TargetCacheView(cache[i]) for t, i in target_kv_sources(target.config).items()}
