@@ -136,12 +136,19 @@ def generate(model: Model, prompt_ids: Sequence[int] | mx.array, max_tokens: int
     result = GenerationResult(prompt_tokens=mx.array(prompt_ids).size,
                               speculative=SpeculativeStats() if drafter is not None else None)
     stops = set(stop_ids)
+    return collect(lambda: stream_generate(model, prompt_ids, max_tokens=max_tokens, temperature=temperature,
+                                           top_p=top_p, stop_ids=stops, cache=cache, seed=seed, drafter=drafter,
+                                           draft_length=draft_length, stats=result.speculative),
+                   result, stops, on_token)
+
+
+def collect(start_stream, result: GenerationResult, stops: set[int], on_token=None) -> GenerationResult:
+    """Run a token stream (started by `start_stream()`) into `result`, timing the first token (prompt) and the
+    rest (generation) and recording the peak memory."""
     mx.reset_peak_memory()
     start = time.perf_counter()
     first_at = None
-    for token in stream_generate(model, prompt_ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                                 stop_ids=stops, cache=cache, seed=seed, drafter=drafter,
-                                 draft_length=draft_length, stats=result.speculative):
+    for token in start_stream():
         if first_at is None:
             first_at = time.perf_counter()
         result.tokens.append(token)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_model.gemma4 import Model
-from mlx_model.generate import GenerationResult, make_cache, prefill, stream_generate
+from mlx_model.generate import GenerationResult, collect, make_cache, prefill, stream_generate
 from mlx_model.paged_cache import PAGE_SIZE, Page, PagedKVCache, check_kv_bits
 from mlx_model.ring_cache import RingKVCache
 
@@ -135,24 +134,10 @@ class PromptCache:
         """Like `mlx_model.generate`; `.reused_tokens` says how much of the prompt came from the cache and
         `.prompt_seconds` is the time to the first token, prefix lookup included."""
         stops = set(stop_ids)
-        result = GenerationResult(prompt_tokens=len(prompt_ids))
-        mx.reset_peak_memory()
-        start = time.perf_counter()
-        first_at = None
-        for token in self.stream_generate(prompt_ids, max_tokens=max_tokens, temperature=temperature,
-                                          top_p=top_p, stop_ids=stops, seed=seed):
-            if first_at is None:
-                first_at = time.perf_counter()
-            result.tokens.append(token)
-            if on_token is not None:
-                on_token(token)
-            if token in stops:
-                result.finish_reason = "stop"
-        end = time.perf_counter()
-        if first_at is not None:
-            result.prompt_seconds, result.generation_seconds = first_at - start, end - first_at
+        result = collect(lambda: self.stream_generate(prompt_ids, max_tokens=max_tokens, temperature=temperature,
+                                                      top_p=top_p, stop_ids=stops, seed=seed),
+                         GenerationResult(prompt_tokens=len(prompt_ids)), stops, on_token)
         result.reused_tokens = self.last_reused
-        result.peak_memory_bytes = mx.get_peak_memory()
         return result
 
     @property
