@@ -12,6 +12,27 @@ BASE_TEXT = dict(
 )
 
 
+GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<|turn>", "<turn|>"]  # at Gemma's low ids 0-3
+
+
+def make_tokenizer(directory: Path, specials: list[str] = GEMMA_SPECIALS) -> None:
+    """A small byte-level BPE tokenizer (vocabulary 256) with `specials` first, trained on real text."""
+    import json
+    import shutil
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=256, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    text = (json.__doc__ or "") + (shutil.__doc__ or "") + "def add(a, b):\n    return a + b\n" * 20
+    tok.train_from_iterator([text], trainer)
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>", "eos_token": "<eos>"}))
+
+
 def text_config_kwargs(**overrides: Any) -> dict[str, Any]:
     kwargs = dict(BASE_TEXT)
     kwargs.update(overrides)

@@ -1,5 +1,4 @@
 """The mlx backend on a tiny real Gemma 4 checkpoint: chat-format tokens, streaming, KV-cache reuse across turns."""
-import json
 import shutil
 
 import pytest
@@ -7,35 +6,22 @@ import pytest
 from agent.backends import BackendUnavailable
 from agent.backends.mlx import MlxBackend
 from mlx_model.chat_format import render_conversation
-from tests.model_refs import build_reference, text_config_kwargs
+from tests.model_refs import GEMMA_SPECIALS, build_reference, make_tokenizer, text_config_kwargs
 
 S, F = "sliding_attention", "full_attention"
 SMALL = text_config_kwargs(layer_types=[S, S, F], num_hidden_layers=3, attention_k_eq_v=True, global_head_dim=32,
                            num_global_key_value_heads=1, final_logit_softcapping=30.0)
-SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<|turn>", "<turn|>", "<|tool>", "<tool|>", "<|tool_call>",
+SPECIALS = [*GEMMA_SPECIALS, "<|tool>", "<tool|>", "<|tool_call>",
             "<tool_call|>", "<|tool_response>", "<tool_response|>", '<|"|>', "<|channel>", "<channel|>"]
 TOOLS = [{"name": "read_file", "description": "Read a file", "parameters": {
     "type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}]
-
-
-def make_tokenizer(directory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=256, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([(json.__doc__ or "") + "def add(a, b):\n    return a + b\n" * 20], trainer)
-    tok.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>", "eos_token": "<eos>"}))
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("agent_ckpt")
     build_reference(path, SMALL)
-    make_tokenizer(path)
+    make_tokenizer(path, SPECIALS)
     return path
 
 

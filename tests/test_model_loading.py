@@ -11,27 +11,11 @@ import pytest
 
 import mlx_model
 from agent.cli import main as cli_main
-from tests.model_refs import build_reference, text_config_kwargs
+from tests.model_refs import build_reference, make_tokenizer, text_config_kwargs
 
 S, F = "sliding_attention", "full_attention"
 SMALL = text_config_kwargs(layer_types=[S, S, F], num_hidden_layers=3, attention_k_eq_v=True, global_head_dim=32,
                            num_global_key_value_heads=1, final_logit_softcapping=30.0)
-
-
-def make_tokenizer(directory) -> None:
-    """A small BPE tokenizer with Gemma's special tokens at their low ids, trained on real text."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<|turn>", "<turn|>"]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=256, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    text = (json.__doc__ or "") + (shutil.__doc__ or "") + "def add(a, b):\n    return a + b\n" * 20
-    tok.train_from_iterator([text], trainer)
-    tok.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>", "eos_token": "<eos>"}))
 
 
 @pytest.fixture(scope="module")
