@@ -15,14 +15,23 @@ for arg in "$@"; do
   esac
 done
 
-if [ "$(uname -s)" = Linux ] && ! command -v bwrap >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "install.sh: installing bubblewrap (the command sandbox)"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap git >/dev/null
-  else
-    echo "install.sh: bubblewrap is missing; install it (e.g. 'sudo apt-get install bubblewrap')" \
-         "or run commands with --no-sandbox" >&2
+if [ "$(uname -s)" = Linux ]; then
+  # bubblewrap: the command sandbox. OpenBLAS: MLX's Linux CPU wheel bundles a reference BLAS that is ~30x slower
+  # for float32 products; mlx_model loads the system OpenBLAS in its place (mlx_model/blas.py).
+  missing=""
+  command -v bwrap >/dev/null 2>&1 || missing="bubblewrap"
+  { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep -q 'libopenblas\.so\.0' || missing="$missing libopenblas0-pthread"
+  command -v git >/dev/null 2>&1 || missing="$missing git"
+  if [ -n "$missing" ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      echo "install.sh: installing $missing"
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      # shellcheck disable=SC2086
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    else
+      echo "install.sh: missing system packages: $missing (e.g. 'sudo apt-get install $missing');" \
+           "without bubblewrap run commands with --no-sandbox; without OpenBLAS float32 math is slower" >&2
+    fi
   fi
 fi
 

@@ -21,15 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import mlx_model  # noqa: E402  (first: binds MLX to the optimized BLAS, mlx_model/blas.py)
+import mlx.core as mx  # noqa: E402
+
 from long_context import build_model  # noqa: E402
 
-import mlx_model  # noqa: E402
 from mlx_model.prefix_cache import PromptCache  # noqa: E402
 
 TURN_MARKERS = [105, 2364, 107]  # stand-ins for the chat template's turn tokens around a tool result

@@ -78,13 +78,12 @@ def quantize(model, bits: int) -> None:
 
 def worker(impl: str, model_dir: Path, bits: int, prompt_tokens: int, gen_tokens: int, repeats: int) -> dict:
     """Runs inside a fresh process: load, quantize, warm up, time `repeats` generations."""
+    sys.path.insert(0, str(ROOT))
+    import mlx_model  # before mlx.core in both workers, so both use the same BLAS (mlx_model/blas.py)
     import mlx.core as mx
 
     prompt = mx.random.randint(3, 262144, (1, prompt_tokens), key=mx.random.key(1))
     if impl == "ours":
-        sys.path.insert(0, str(ROOT))
-        import mlx_model
-
         model, _ = mlx_model.load(model_dir)
         quantize(model, bits)
 

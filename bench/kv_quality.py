@@ -23,15 +23,16 @@ import json
 import sys
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import mlx_model  # noqa: E402  (first: binds MLX to the optimized BLAS, mlx_model/blas.py)
+import mlx.core as mx  # noqa: E402
+
 from long_context import build_model  # noqa: E402
 
-import mlx_model  # noqa: E402
 from mlx_model.config import RopeSpec  # noqa: E402
 from mlx_model.gemma4 import Rope  # noqa: E402
 from mlx_model.generate import prefill  # noqa: E402

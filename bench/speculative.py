@@ -22,12 +22,13 @@ import sysconfig
 import time
 from pathlib import Path
 
-import mlx.core as mx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import mlx_model  # noqa: E402
+import mlx_model  # noqa: E402  (first: binds MLX to the optimized BLAS, mlx_model/blas.py)
+import mlx.core as mx  # noqa: E402
+
 from mlx_model.speculative import SpeculativeStats  # noqa: E402
 
 
@@ -164,7 +165,8 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.pair / "drafter" / "config.json").is_file():
         sys.exit(f"no trained pair in {args.pair}: run bench/train_pair.py first")
-    summary = {"trained_pair": trained_pair_bench(args)}
+    summary = {"blas": mlx_model.blas.describe(), "trained_pair": trained_pair_bench(args)}
+    print(f"MLX float32 products: {summary['blas']}")
     t = summary["trained_pair"]
     print(f"\ntrained pair, {t['prompts']} held-out stdlib prompts x {t['max_tokens']} greedy tokens, "
           f"median of {t['repeats']}")

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlx.core as mx
+from mlx_model.blas import load_fast_blas
 
-from mlx_model.cache import ModelCache
-from mlx_model.config import ConfigError, TextConfig, load_config
-from mlx_model.gemma4 import Model
-from mlx_model.generate import GenerationResult, generate, make_cache, stream_generate
-from mlx_model.loader import ModelLoadError, load_drafter, load_model, quantize_model, save_model
-from mlx_model.prefix_cache import PromptCache
-from mlx_model.tokenizer import StreamingDecoder, Tokenizer
+load_fast_blas()  # before mlx.core loads: see mlx_model/blas.py
+
+import mlx.core as mx  # noqa: E402
+
+from mlx_model.cache import ModelCache  # noqa: E402
+from mlx_model.config import ConfigError, TextConfig, load_config  # noqa: E402
+from mlx_model.gemma4 import Model  # noqa: E402
+from mlx_model.generate import GenerationResult, generate, make_cache, stream_generate  # noqa: E402
+from mlx_model.loader import ModelLoadError, load_drafter, load_model, quantize_model, save_model  # noqa: E402
+from mlx_model.prefix_cache import PromptCache  # noqa: E402
+from mlx_model.tokenizer import StreamingDecoder, Tokenizer  # noqa: E402
 
 
 def load(path: str | Path, *, dtype: mx.Dtype | None = None) -> tuple[Model, Tokenizer | None]:
