@@ -5,13 +5,18 @@ map, task: half the final length by default); every turn the model answers (`--r
 result, up to `--final-tokens`. With reuse, one `PromptCache` serves all turns (turn N starts from turn N-1's
 cache). Without, every turn prefills its whole prompt into a fresh cache (what a stateless local server does).
 Both run in the same process on the same prompts; the first token of every turn must agree between the two.
-The model is a small random Gemma 4 (6 layers: 5 sliding with window 1024 + 1 full k_eq_v, float32) so that the
-cold 32K prefills finish on a CPU; reuse does not depend on the model's size, the TTFT ratio does (attention's
-share grows with context, so a wider model reuses at least as well).
+The model is a random Gemma 4 of 6 layers (5 sliding with window 1024 + 1 full k_eq_v: the 12B's 40:8 mix),
+float32. Reuse does not depend on the model's size; the TTFT ratio does: a turn's new tokens attend to the whole
+trace (twice a cold prefill's average context), so the more of the cost attention over the context is, the
+higher the ratio. `--model small` shrinks every width (hidden 256, 4 heads of 64), which makes attention nearly
+all of the cost: the worst case. `--model 12b-widths` keeps the 12B's per-layer shapes (hidden 3840, MLP
+15360, 16 query heads, sliding 8 KV heads x 256, full 1 x 512), so the split between weight products and
+attention is the real model's at every context length (only the depth and the vocabulary are cut).
 
 Reproduce:
     python bench/agent_prefix.py --json                       # trace growing to 4K tokens (minutes here)
     python bench/agent_prefix.py --final-tokens 32768 --cold-turns 1 20 --json  # the issue's 32K trace
+    python bench/agent_prefix.py --model 12b-widths --final-tokens 32768 --cold-turns 1 20 --reply 8 --json
 """
 from __future__ import annotations
 
@@ -50,12 +55,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kv-bits", type=int, default=None, choices=[16, 8, 4])
     parser.add_argument("--cold-turns", type=int, nargs="+", default=None,
                         help="measure the no-reuse TTFT only for these turns (default: all; cold 32K prefills are slow)")
+    parser.add_argument("--model", choices=["small", "12b-widths"], default="small",
+                        help="small: all widths tiny (attention dominates, the worst case for the TTFT ratio); "
+                             "12b-widths: the 12B's per-layer shapes, so attention's share of the cost is the 12B's")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     first = args.first_tokens or args.final_tokens // 2
     growth = trace_growth(first, args.final_tokens, args.turns, args.reply)
-    model = build_model(6, hidden=256, intermediate=512, vocab=4096, dtype=mx.float32, heads=4,
-                        sliding_kv_heads=2, sliding_head_dim=64, full_head_dim=64)
+    if args.model == "12b-widths":  # the 12B's layer shapes and its 5:1 sliding:full mix, 6 layers deep
+        model = build_model(6, hidden=3840, intermediate=15360, vocab=4096, dtype=mx.float32)
+    else:
+        model = build_model(6, hidden=256, intermediate=512, vocab=4096, dtype=mx.float32, heads=4,
+                            sliding_kv_heads=2, sliding_head_dim=64, full_head_dim=64)
     rng = np.random.default_rng(0)
     words = lambda n: [int(t) for t in rng.integers(3, 4096, size=n)]  # noqa: E731
 
@@ -97,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         "tokens_prefilled_without": sum(r["prompt_tokens"] for r in rows),
         "all_first_tokens_agree": all(r["same_first_token"] is not False for r in rows),
     }
-    print(f"Agent trace: {args.turns} turns, {first} -> {rows[-1]['prompt_tokens']} tokens, reply {args.reply}, "
+    print(f"Agent trace ({args.model} model; {mlx_model.blas.describe()}): {args.turns} turns, {first} -> {rows[-1]['prompt_tokens']} tokens, reply {args.reply}, "
           f"tool result {growth} tokens/turn, kv_bits={args.kv_bits}; TTFT x = with reuse / without")
     print(f"{'turn':>4} {'prompt':>7} {'reused':>7} {'prefill':>7} {'reuse%':>7} {'TTFT reuse s':>12} "
           f"{'TTFT cold s':>11} {'x':>6}")

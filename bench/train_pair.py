@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 import sysconfig
 import time
@@ -111,11 +112,21 @@ def batches(data: np.ndarray, batch: int, length: int, rng: np.random.Generator)
         yield torch.tensor(np.stack([data[s:s + length] for s in starts]), dtype=torch.long)
 
 
+def warmup_then_cosine(warmup_steps: int, minutes: float):
+    """LR factor: linear warm-up, then a cosine decay to 0.1 over the wall-clock budget (training stops on time)."""
+    start = time.time()
+
+    def factor(step: int) -> float:
+        done = min(1.0, (time.time() - start) / (minutes * 60))
+        return min(1.0, (step + 1) / warmup_steps) * (0.1 + 0.45 * (1 + math.cos(math.pi * done)))
+    return factor
+
+
 def train_target(model, data: np.ndarray, minutes: float, batch: int, length: int, log) -> None:
     import torch
 
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 50))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_then_cosine(50, minutes))
     deadline = time.time() + minutes * 60
     model.train()
     for step, ids in enumerate(batches(data, batch, length + 1, np.random.default_rng(0))):
@@ -125,7 +136,7 @@ def train_target(model, data: np.ndarray, minutes: float, batch: int, length: in
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        if step % 25 == 0:
+        if step % 100 == 0:
             log(f"target step {step}: loss {loss.item():.3f}")
         if time.time() > deadline:
             log(f"target: {step + 1} steps, last loss {loss.item():.3f}")
@@ -157,7 +168,7 @@ def distill_drafter(drafter, target, data: np.ndarray, minutes: float, batch: in
     import torch
 
     opt = torch.optim.AdamW([p for p in drafter.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 30))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_then_cosine(30, minutes))
     # The drafter's layers are all full attention: it reads the K/V of the target's last full layer (the
     # target's cache keeps its full-attention K/V whole; sliding layers' would be cut to the window).
     assert set(DRAFTER_TEXT["layer_types"]) == {F}
@@ -192,7 +203,7 @@ def distill_drafter(drafter, target, data: np.ndarray, minutes: float, batch: in
         torch.nn.utils.clip_grad_norm_(drafter.parameters(), 1.0)
         opt.step()
         sched.step()
-        if step % 25 == 0:
+        if step % 100 == 0:
             log(f"drafter step {step}: loss {loss.item():.3f}")
         if time.time() > deadline:
             log(f"drafter: {step + 1} steps, last loss {loss.item():.3f}")

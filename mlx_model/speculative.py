@@ -57,37 +57,58 @@ class SpeculativeStats:
 class DraftLengthPolicy:
     """Chooses how many tokens to draft next: a fixed k, or adaptively (k = 0 means a plain decoding step).
 
-    Adaptive model: each draft is accepted with probability a (estimated from accepted drafts and rejections),
-    so a round of k drafts yields (1 - a^(k+1)) / (1 - a) tokens for one target forward over k + 1 tokens plus
-    k drafter steps. Costs are running averages of measured times.
+    Adaptive model: the draft at depth i is accepted with probability a_i once the drafts before it were, so a
+    round of k drafts yields 1 + sum over j <= k of (a_1 ... a_j) tokens for one target forward over k + 1
+    tokens plus k drafter steps; the k with the best expected tokens per second wins. Each a_i is estimated from
+    decayed counts of the rounds that reached depth i, shrunk toward the acceptance pooled over all depths, so
+    rarely reached depths borrow from it (acceptance is not geometric: once a draft is accepted the text is
+    often in a predictable stretch, and the next one is more likely accepted). Costs are running averages of
+    measured times.
     """
 
-    PROBE_EVERY = 16  # plain steps between exploratory draft rounds when drafting does not pay
+    PROBE_EVERY = 16  # plain steps between exploratory draft rounds when drafting clearly does not pay
+    PROBE_SOON = 4  # ... and when it falls short by less than NEAR_BREAK_EVEN (a short run of rejections)
+    NEAR_BREAK_EVEN = 0.8
+    DECAY = 0.95  # weight of past acceptance evidence per round (about the last 20 rounds count)
+    SHRINK = 2.0  # pseudo-observations of the pooled acceptance in each depth's estimate
 
     def __init__(self, fixed: int | None = None, max_draft: int = MAX_DRAFT):
         if fixed is not None and not 0 <= fixed <= max_draft:
             raise ValueError(f"draft length must be between 0 and {max_draft}, got {fixed}")
         self.fixed, self.max_draft = fixed, max_draft
-        self.accepted, self.rejected = 1.0, 1.0  # a weak prior: a = 0.5
+        self.reached = [1.0] + [0.0] * (max_draft - 1)  # decayed count of rounds that drafted depth i + 1
+        self.kept = [0.5] + [0.0] * (max_draft - 1)  # ... and kept it (a weak prior: a = 0.5)
         self.draft_cost: float | None = None  # seconds per drafter step
         self.verify_cost: dict[int, float] = {}  # seconds per target forward over k + 1 tokens
         self.plain_cost: float | None = None
         self.plain_run = 0
+
+    def acceptance(self) -> list[float]:
+        """Estimated a_1 .. a_max: acceptance at each depth given the drafts before it were accepted."""
+        pooled = sum(self.kept) / sum(self.reached)
+        return [(kept + self.SHRINK * pooled) / (reached + self.SHRINK)
+                for kept, reached in zip(self.kept, self.reached)]
 
     def next_length(self) -> int:
         if self.fixed is not None:
             return self.fixed
         if self.draft_cost is None or self.plain_cost is None:
             return 0 if self.plain_cost is None else 2  # measure a plain step first, then a short draft
-        best_k, best_rate = 0, 1.0 / self.plain_cost
-        a = self.accepted / (self.accepted + self.rejected)
-        for k in range(1, self.max_draft + 1):
+        plain_rate = 1.0 / self.plain_cost
+        best_k, best_rate, best_drafting = 0, plain_rate, 0.0
+        tokens, survive = 1.0, 1.0
+        for k, a in enumerate(self.acceptance(), start=1):
+            survive *= a
+            tokens += survive
             verify = self.verify_cost.get(k) or max(self.verify_cost.values(), default=self.plain_cost)
-            rate = (1 - a ** (k + 1)) / (1 - a) / (verify + k * self.draft_cost)
+            rate = tokens / (verify + k * self.draft_cost)
+            best_drafting = max(best_drafting, rate)
             if rate > best_rate:
                 best_k, best_rate = k, rate
-        if best_k == 0 and self.plain_run >= self.PROBE_EVERY:
-            return 1
+        if best_k == 0:
+            wait = self.PROBE_SOON if best_drafting >= self.NEAR_BREAK_EVEN * plain_rate else self.PROBE_EVERY
+            if self.plain_run >= wait:
+                return 1
         return best_k
 
     def record_plain(self, seconds: float) -> None:
@@ -96,8 +117,12 @@ class DraftLengthPolicy:
 
     def record_round(self, k: int, accepted: int, draft_seconds: float, verify_seconds: float) -> None:
         self.plain_run = 0
-        self.accepted = 0.9 * self.accepted + accepted
-        self.rejected = 0.9 * self.rejected + (1 if accepted < k else 0)
+        for i in range(self.max_draft):
+            self.reached[i] *= self.DECAY
+            self.kept[i] *= self.DECAY
+        for i in range(min(accepted + 1, k)):  # depths 1 .. accepted were kept; the next one (if drafted) was not
+            self.reached[i] += 1
+            self.kept[i] += i < accepted
         self.draft_cost = _average(self.draft_cost, draft_seconds / k)
         self.verify_cost[k] = _average(self.verify_cost.get(k), verify_seconds)
 

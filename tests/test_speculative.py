@@ -137,6 +137,32 @@ def test_adaptive_policy_drops_drafting_that_does_not_pay():
     assert good.next_length() >= 4
 
 
+def test_adaptive_policy_estimates_acceptance_per_depth():
+    policy = DraftLengthPolicy()
+    policy.record_plain(0.010)
+    for i in range(40):  # the first draft is kept half the time; after a kept one, every later draft is kept
+        policy.record_round(4, 4 if i % 2 else 0, draft_seconds=0.004, verify_seconds=0.011)
+    a = policy.acceptance()
+    assert 0.4 < a[0] < 0.6 and min(a[1:4]) > 0.85
+    # A geometric model with the pooled rate (about 0.8 here) would predict fewer tokens for deep drafts; the
+    # per-depth model expects 1 + 0.5 * (1 + 1 + 1 + 1) = 3 tokens for k = 4, so it keeps drafting deep.
+    assert policy.next_length() >= 4
+
+
+def test_adaptive_policy_probes_soon_after_a_near_miss():
+    policy = DraftLengthPolicy()
+    policy.record_plain(0.010)
+    for _ in range(30):  # nothing accepted, but drafting is cheap: plain wins only narrowly
+        policy.record_round(1, 0, draft_seconds=0.0005, verify_seconds=0.0105)
+    policy.kept[0] = 0.6 * policy.reached[0]  # as if 60% of the first drafts had been kept
+    assert policy.next_length() >= 1
+    policy.kept[0] = 0.05 * policy.reached[0]
+    assert policy.next_length() == 0
+    for _ in range(DraftLengthPolicy.PROBE_SOON):
+        policy.record_plain(0.010)
+    assert policy.next_length() == 1  # within NEAR_BREAK_EVEN of plain: look again after PROBE_SOON steps
+
+
 def test_bad_draft_length_is_refused(pair):
     target, drafter = pair
     with pytest.raises(ValueError, match="draft length must be between 0 and 8"):
