@@ -66,7 +66,7 @@ def trained_pair_bench(args) -> dict:
     target, tokenizer = mlx_model.load(args.pair / "target", dtype=mx.float32)
     drafter = mlx_model.load_drafter(args.pair / "drafter", dtype=mx.float32)
     prompts = held_out_prompts(tokenizer, args.prompts, args.prompt_tokens)
-    configs = ["plain"] + list(range(1, 9)) + ["adaptive"]
+    configs = ["plain"] + [int(c) if c.isdigit() else c for c in args.configs if c != "plain"]
     times = {c: [] for c in configs}
     reference, results = None, {}
     run_config(target, drafter, prompts[:1], 8, 2)  # warm-up
@@ -160,6 +160,9 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=96)
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--configs", nargs="+", default=[str(k) for k in range(1, 9)] + ["adaptive"],
+                        choices=[str(k) for k in range(1, 9)] + ["adaptive"], metavar="K",
+                        help="draft lengths to compare with plain decoding: 1..8 and/or adaptive (default: all)")
     parser.add_argument("--real-shapes", action="store_true", help="also time the drafter at 12B widths")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
