@@ -228,7 +228,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--corpus-mb", type=float, default=6.0, help="megabytes of stdlib source to train on")
+    parser.add_argument("--drafter-only", action="store_true",
+                        help="keep the tokenizer and target already in --out; distill a new drafter only")
+    parser.add_argument("--drafter-hidden", type=int, default=DRAFTER_TEXT["hidden_size"],
+                        help=f"drafter width (default {DRAFTER_TEXT['hidden_size']}; MLP 3x this)")
     args = parser.parse_args()
+    DRAFTER_TEXT.update(hidden_size=args.drafter_hidden, intermediate_size=3 * args.drafter_hidden)
     started = time.time()
 
     def log(msg: str) -> None:
@@ -243,7 +248,12 @@ def main() -> None:
         if size > args.corpus_mb * 1e6:
             break
     log(f"corpus: {len(texts)} training files, {size / 1e6:.1f} MB")
-    tok = train_tokenizer(texts, args.out / "target")
+    if args.drafter_only:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(args.out / "target" / "tokenizer.json"))
+    else:
+        tok = train_tokenizer(texts, args.out / "target")
     eos = tok.token_to_id("<eos>")
     data = np.concatenate([np.array(tok.encode(t).ids + [eos], dtype=np.int32) for t in texts])
     log(f"tokenizer: vocabulary {tok.get_vocab_size()}, {len(data) / 1e6:.2f}M training tokens")
@@ -255,10 +265,15 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     patch_kv_sharing()
     target_config, assistant_config = reference_configs()
-    target = Gemma4UnifiedForCausalLM(target_config)
-    target.config._attn_implementation = "sdpa"
-    train_target(target, data, args.target_minutes, args.batch, args.length, log)
-    save(target, args.out / "target")
+    if args.drafter_only:
+        target = Gemma4UnifiedForCausalLM.from_pretrained(args.out / "target", dtype=torch.float32)
+        target.config._attn_implementation = "sdpa"
+        target.eval()
+    else:
+        target = Gemma4UnifiedForCausalLM(target_config)
+        target.config._attn_implementation = "sdpa"
+        train_target(target, data, args.target_minutes, args.batch, args.length, log)
+        save(target, args.out / "target")
     for p in target.parameters():
         p.requires_grad_(False)
 
