@@ -5,6 +5,7 @@ the last request's changes, and /apply copies them into your working tree."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -183,6 +184,9 @@ def run_repl(repl: Repl) -> int:
     from prompt_toolkit.history import FileHistory
     from prompt_toolkit.key_binding import KeyBindings
 
+    # Ctrl-C must cancel a running request even when we were started with SIGINT ignored (a script's `cmd &`,
+    # nohup): Python then installs no KeyboardInterrupt handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     bindings = KeyBindings()
 
     @bindings.add("enter")

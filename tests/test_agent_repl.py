@@ -1,6 +1,7 @@
 """The REPL driven through a real pseudo-terminal: type, streamed output, tool lines, Ctrl-C, /diff, /undo, /exit."""
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -36,8 +37,10 @@ def repl(tmp_path):
         '[sandbox]\nenabled = false\n')
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1",
            "XDG_STATE_HOME": str(tmp_path / "state")}
+    # Started with SIGINT ignored, as `cmd &` in a script or nohup leaves it: Ctrl-C must still cancel.
     child = pexpect.spawn(sys.executable, ["-m", "agent.cli"], cwd=str(repo), env=env, encoding="utf-8",
-                          timeout=60, dimensions=(40, 200))
+                          timeout=60, dimensions=(40, 200),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     yield child, repo
     child.close(force=True)
 
