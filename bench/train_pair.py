@@ -122,25 +122,35 @@ def warmup_then_cosine(warmup_steps: int, minutes: float):
     return factor
 
 
-def train_target(model, data: np.ndarray, minutes: float, batch: int, length: int, log) -> None:
+def optimize(params, losses, minutes: float, lr: float, warmup_steps: int, name: str, log) -> None:
+    """AdamW (weight decay 0.01, gradients clipped to norm 1, warm-up then cosine LR) on each loss that `losses`
+    yields, until `minutes` have passed."""
     import torch
 
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_then_cosine(50, minutes))
+    params = [p for p in params if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_then_cosine(warmup_steps, minutes))
     deadline = time.time() + minutes * 60
-    model.train()
-    for step, ids in enumerate(batches(data, batch, length + 1, np.random.default_rng(0))):
-        loss = model(input_ids=ids[:, :-1], labels=ids[:, :-1], use_cache=False).loss
+    for step, loss in enumerate(losses):
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if step % 100 == 0:
-            log(f"target step {step}: loss {loss.item():.3f}")
+            log(f"{name} step {step}: loss {loss.item():.3f}")
         if time.time() > deadline:
-            log(f"target: {step + 1} steps, last loss {loss.item():.3f}")
+            log(f"{name}: {step + 1} steps, last loss {loss.item():.3f}")
             break
+
+
+def train_target(model, data: np.ndarray, minutes: float, batch: int, length: int, log) -> None:
+    def losses():
+        for ids in batches(data, batch, length + 1, np.random.default_rng(0)):
+            yield model(input_ids=ids[:, :-1], labels=ids[:, :-1], use_cache=False).loss
+
+    model.train()
+    optimize(model.parameters(), losses(), minutes, lr=2e-3, warmup_steps=50, name="target", log=log)
     model.eval()
 
 
@@ -167,47 +177,38 @@ def distill_drafter(drafter, target, data: np.ndarray, minutes: float, batch: in
     """
     import torch
 
-    opt = torch.optim.AdamW([p for p in drafter.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_then_cosine(30, minutes))
     # The drafter's layers are all full attention: it reads the K/V of the target's last full layer (the
     # target's cache keeps its full-attention K/V whole; sliding layers' would be cut to the window).
     assert set(DRAFTER_TEXT["layer_types"]) == {F}
     sources = {F: max(i for i, t in enumerate(TARGET["layer_types"]) if t == F)}
-    deadline = time.time() + minutes * 60
+
+    def losses():
+        for ids in batches(data, batch, length, np.random.default_rng(1)):
+            with torch.no_grad():
+                out = target(input_ids=ids, use_cache=True, output_hidden_states=True)
+                hidden = out.hidden_states[-1]
+                teacher = torch.log_softmax(out.logits.float(), dim=-1)
+                layers = out.past_key_values.layers
+                kv = {t: (layers[i].keys, layers[i].values) for t, i in sources.items()}
+                embeds = target.model.embed_tokens(ids)
+            state = torch.cat([torch.zeros_like(hidden[:, :1]), hidden[:, :-1]], dim=1)  # hidden at p - 1
+            total = 0.0
+            n = ids.shape[1]
+            for j in range(steps_ahead):
+                span = n - j
+                x = drafter.pre_projection(torch.cat([embeds[:, j:], state[:, :span]], dim=-1))
+                masks = {F: shifted_mask(span, None)}
+                shared = {t: (k[:, :, :span], v[:, :, :span]) for t, (k, v) in kv.items()}
+                h = drafter.model(inputs_embeds=x, attention_mask=masks, position_ids=torch.arange(span)[None],
+                                  shared_kv_states=shared, use_cache=False).last_hidden_state
+                logp = torch.log_softmax(drafter.lm_head(h).float(), dim=-1)
+                ce = -(teacher[:, j:].exp() * logp).sum(-1)[:, 1:]
+                total = total + ce.mean()
+                state = drafter.post_projection(h)[:, :-1]
+            yield total / steps_ahead
+
     drafter.train()
-    for step, ids in enumerate(batches(data, batch, length, np.random.default_rng(1))):
-        with torch.no_grad():
-            out = target(input_ids=ids, use_cache=True, output_hidden_states=True)
-            hidden = out.hidden_states[-1]
-            teacher = torch.log_softmax(out.logits.float(), dim=-1)
-            layers = out.past_key_values.layers
-            kv = {t: (layers[i].keys, layers[i].values) for t, i in sources.items()}
-            embeds = target.model.embed_tokens(ids)
-        state = torch.cat([torch.zeros_like(hidden[:, :1]), hidden[:, :-1]], dim=1)  # hidden at p - 1
-        total = 0.0
-        n = ids.shape[1]
-        for j in range(steps_ahead):
-            span = n - j
-            x = drafter.pre_projection(torch.cat([embeds[:, j:], state[:, :span]], dim=-1))
-            masks = {F: shifted_mask(span, None)}
-            shared = {t: (k[:, :, :span], v[:, :, :span]) for t, (k, v) in kv.items()}
-            h = drafter.model(inputs_embeds=x, attention_mask=masks, position_ids=torch.arange(span)[None],
-                              shared_kv_states=shared, use_cache=False).last_hidden_state
-            logp = torch.log_softmax(drafter.lm_head(h).float(), dim=-1)
-            ce = -(teacher[:, j:].exp() * logp).sum(-1)[:, 1:]
-            total = total + ce.mean()
-            state = drafter.post_projection(h)[:, :-1]
-        loss = total / steps_ahead
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(drafter.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 100 == 0:
-            log(f"drafter step {step}: loss {loss.item():.3f}")
-        if time.time() > deadline:
-            log(f"drafter: {step + 1} steps, last loss {loss.item():.3f}")
-            break
+    optimize(drafter.parameters(), losses(), minutes, lr=3e-3, warmup_steps=30, name="drafter", log=log)
     drafter.eval()
 
 
