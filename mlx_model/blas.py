@@ -24,15 +24,6 @@ active_library: str | None = None
 reason: str = "not attempted"
 
 
-def _candidate() -> str | None:
-    choice = os.environ.get(ENV_VAR, "auto").strip()
-    if choice in ("", "auto"):
-        return ctypes.util.find_library("openblas")
-    if choice == "bundled":
-        return None
-    return choice
-
-
 def load_fast_blas() -> str | None:
     """Put OpenBLAS (or `$GEMMA_AGENT_BLAS`) in the global symbol scope before MLX loads; returns its path or None."""
     global active_library, reason
@@ -44,17 +35,19 @@ def load_fast_blas() -> str | None:
     if "mlx.core" in sys.modules:
         reason = "mlx.core was imported before mlx_model, so it is bound to its bundled BLAS"
         return None
-    library = _candidate()
+    choice = os.environ.get(ENV_VAR, "").strip() or "auto"
+    if choice == "bundled":
+        reason = f"MLX's bundled reference BLAS (set by {ENV_VAR}=bundled)"
+        return None
+    library = ctypes.util.find_library("openblas") if choice == "auto" else choice
     if library is None:
-        reason = ("MLX's bundled reference BLAS (set by GEMMA_AGENT_BLAS=bundled)"
-                  if os.environ.get(ENV_VAR, "").strip() == "bundled"
-                  else "no OpenBLAS found (Debian/Ubuntu: apt-get install libopenblas0-pthread)")
+        reason = "no OpenBLAS found (Debian/Ubuntu: apt-get install libopenblas0-pthread)"
         return None
     try:
         handle = ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
         handle.cblas_sgemm  # noqa: B018 - the symbol MLX binds; a library without it would change nothing
     except (OSError, AttributeError) as exc:
-        if os.environ.get(ENV_VAR, "auto").strip() not in ("", "auto"):
+        if choice != "auto":
             raise RuntimeError(f"{ENV_VAR}={library}: cannot use it as MLX's BLAS ({exc}); "
                                f"unset {ENV_VAR} or set it to 'bundled'") from None
         reason = f"{library} could not be loaded ({exc})"
