@@ -160,14 +160,28 @@ class TargetCacheView:
     """A target layer cache as the drafter reads it: a draft at position p sees the target tokens before p
     (the token at p is the one being drafted from; the target has not processed it yet), sliding layers the
     last `window` of them — the same entries transformers' bidirectional mask admits, without the stale
-    K/V of a rejected candidate that transformers leaves at position p."""
+    K/V of a rejected candidate that transformers leaves at position p.
+
+    Every draft step of a round asks the same question (one query at p, same cache), so the keys, values and
+    mask are gathered once (with keys-as-values pages, that is the key rebuild) and reused: make a new view for
+    each round, after the target's cache has changed."""
 
     def __init__(self, layer_cache):
         self.layer_cache = layer_cache
+        self._inputs: tuple | None = None
+        self._position: int | None = None
 
     def attend(self, queries: mx.array, q_offset: int, scale: float = 1.0) -> mx.array:
         # The cache's own mask for a query at p - 1 admits keys p - window .. p - 1.
-        return self.layer_cache.attend(queries, q_offset - 1, scale)
+        if queries.shape[2] != 1:
+            return self.layer_cache.attend(queries, q_offset - 1, scale)
+        if self._position != q_offset:
+            self._inputs = self.layer_cache.attention_inputs(q_offset - 1, queries)
+            self._position = q_offset
+        if self._inputs is None:  # a paged context longer than one attention chunk
+            return self.layer_cache.attend(queries, q_offset - 1, scale)
+        keys, values, mask = self._inputs
+        return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
 
 
 def target_kv_sources(target_config: TextConfig) -> dict[str, int]:

@@ -8,7 +8,9 @@ Buffers grow in steps so that appending one token does not copy the whole cache.
 
 `LayerKVCache` is the plain reference; `make_cache` builds the paged/ring caches (`paged_cache`, `ring_cache`)
 that implement the same protocol: `append(keys, values)`, `attend(queries, q_offset)`, `offset`, `trimmable()`,
-`trim(n)`, plus `arrays()` and `nbytes`.
+`trim(n)`, plus `arrays()` and `nbytes`. `attention_inputs(q_offset, queries)` gives the keys, values and mask of
+one fused attention call (None from a paged cache whose context needs several chunks), which a reader that asks
+the same question repeatedly (the drafter, several draft steps at one position) computes once.
 """
 from __future__ import annotations
 
@@ -54,10 +56,14 @@ class LayerKVCache:
     def attend(self, queries: mx.array, q_offset: int, scale: float = 1.0) -> mx.array:
         """Attention of queries [batch, heads, q_len, head_dim] at absolute positions q_offset.. over the
         stored keys: causal, and limited to the window on sliding layers."""
+        keys, values, mask = self.attention_inputs(q_offset, queries)
+        return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
+
+    def attention_inputs(self, q_offset: int, queries: mx.array) -> tuple[mx.array, mx.array, mx.array | None]:
+        """(keys, values, mask) of one fused attention call for `queries` at positions q_offset.."""
         keys = self.keys[..., : self.stored, :]
         values = self.values[..., : self.stored, :]
-        mask = attention_mask(q_offset, queries.shape[2], self.start, self.stored, self.window)
-        return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
+        return keys, values, attention_mask(q_offset, queries.shape[2], self.start, self.stored, self.window)
 
     def _grow(self, keys: mx.array, values: mx.array, needed: int) -> None:
         capacity = (needed + GROWTH_STEP - 1) // GROWTH_STEP * GROWTH_STEP

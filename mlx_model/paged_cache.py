@@ -16,7 +16,6 @@ softmax, so no [queries x context] score matrix is ever built.
 """
 from __future__ import annotations
 
-import itertools
 from typing import Callable, Iterator
 
 import mlx.core as mx
@@ -203,28 +202,47 @@ class PagedKVCache:
     def attend(self, queries: mx.array, q_offset: int, scale: float = 1.0) -> mx.array:
         """Causal attention of queries [batch, heads, q_len, head_dim] at positions q_offset.. over all stored
         tokens, chunk by chunk with an online softmax (one chunk: a single fused attention call)."""
-        q_len = queries.shape[2]
-        budget = SCORE_BUDGET // max(1, queries.shape[1] * q_len)
-        chunk = max(self.page_size, min(self.attention_chunk, budget // self.page_size * self.page_size))
-        last_query = q_offset + q_len - 1
-        # A generator, not a list: each chunk's dequantized keys/values must be freed once it has been used.
-        segments = (s for s in self._segments(chunk) if s[0] <= last_query)
-        first = next(segments)
-        second = next(segments, None)
-        if second is None:
-            start, keys, values = first
-            mask = attention_mask(q_offset, q_len, start, keys.shape[2], None)
+        single = self.attention_inputs(q_offset, queries)
+        if single is not None:
+            keys, values, mask = single
             return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
-        return online_softmax_attention(queries, itertools.chain([first, second], segments), q_offset, scale)
+        last_query = q_offset + queries.shape[2] - 1
+        # A generator, not a list: each chunk's dequantized keys/values must be freed once it has been used.
+        segments = (s for s in self._segments(self._chunk(queries)) if s[0] <= last_query)
+        return online_softmax_attention(queries, segments, q_offset, scale)
+
+    def attention_inputs(self, q_offset: int, queries: mx.array) -> tuple[mx.array, mx.array, mx.array | None] | None:
+        """(keys, values, mask) for one fused attention call of `queries` at positions q_offset.., or None when
+        the context is longer than one attention chunk (then `attend` goes chunk by chunk)."""
+        chunk = self._chunk(queries)
+        if self.offset > chunk:
+            return None
+        start, keys, values = next(self._segments(chunk))
+        return keys, values, attention_mask(q_offset, queries.shape[2], start, keys.shape[2], None)
+
+    def _chunk(self, queries: mx.array) -> int:
+        """Keys per attention chunk: `attention_chunk` for a single query, fewer for long query blocks."""
+        budget = SCORE_BUDGET // max(1, queries.shape[1] * queries.shape[2])
+        return max(self.page_size, min(self.attention_chunk, budget // self.page_size * self.page_size))
 
     def _segments(self, chunk: int) -> Iterator[tuple[int, mx.array, mx.array]]:
-        """(first position, keys, values) of consecutive chunks of at most `chunk` tokens, oldest first."""
-        per_chunk = chunk // self.page_size
+        """(first position, keys, values) of consecutive chunks of at most `chunk` tokens (whole pages, the tail
+        joining the last group of pages when it fits), oldest first."""
+        per_chunk = max(1, chunk // self.page_size)
+        tail_joined = False
         for first in range(0, len(self.pages), per_chunk):
             group = self.pages[first : first + per_chunk]
-            values = _concat([decode(p.values, self.bits) for p in group])
-            keys = None if group[0].keys is None else _concat([decode(p.keys, self.bits) for p in group])
-            yield self._with_keys(first * self.page_size, keys, values)
+            values = [decode(p.values, self.bits) for p in group]
+            keys = None if group[0].keys is None else [decode(p.keys, self.bits) for p in group]
+            last_group = first + per_chunk >= len(self.pages)
+            if last_group and self.tail_length and len(group) * self.page_size + self.tail_length <= chunk:
+                tail_joined = True
+                values.append(self.tail_values)
+                if keys is not None:
+                    keys.append(self.tail_keys)
+            yield self._with_keys(first * self.page_size, None if keys is None else _concat(keys), _concat(values))
+        if tail_joined:
+            return
         base = len(self.pages) * self.page_size
         for lo in range(0, self.tail_length, chunk):
             values = self.tail_values[..., lo : lo + chunk, :]

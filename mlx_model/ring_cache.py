@@ -80,6 +80,11 @@ class RingKVCache:
     def attend(self, queries: mx.array, q_offset: int, scale: float = 1.0) -> mx.array:
         """Attention of queries [batch, heads, q_len, head_dim] at positions q_offset.. over the held keys:
         causal and limited to the window."""
+        keys, values, mask = self.attention_inputs(q_offset, queries)
+        return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
+
+    def attention_inputs(self, q_offset: int, queries: mx.array) -> tuple[mx.array, mx.array, mx.array | None]:
+        """(keys, values, mask) of one fused attention call for `queries` at positions q_offset.."""
         q_len = queries.shape[2]
         if self.start == 0 and self.offset <= self.capacity:  # never wrapped: slot == position
             keys, values = self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
@@ -94,8 +99,7 @@ class RingKVCache:
         mask = (positions[None, :] <= q_pos) & (positions[None, :] > q_pos - self.window)
         if valid is not None:
             mask &= valid[None, :]
-        mask = None if mask.all() else mx.array(mask)
-        return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
+        return keys, values, None if mask.all() else mx.array(mask)
 
     def trimmable(self) -> int:
         """How many of the newest tokens can be removed while keeping the window - 1 tokens before them."""

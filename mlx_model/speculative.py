@@ -78,7 +78,8 @@ class DraftLengthPolicy:
         self.fixed, self.max_draft = fixed, max_draft
         self.reached = [1.0] + [0.0] * (max_draft - 1)  # decayed count of rounds that drafted depth i + 1
         self.kept = [0.5] + [0.0] * (max_draft - 1)  # ... and kept it (a weak prior: a = 0.5)
-        self.draft_cost: float | None = None  # seconds per drafter step
+        self.first_draft_cost: float | None = None  # seconds for a round's first drafter step (gathers the KV)
+        self.draft_cost: float | None = None  # seconds per further drafter step
         self.verify_cost: dict[int, float] = {}  # seconds per target forward over k + 1 tokens
         self.plain_cost: float | None = None
         self.plain_run = 0
@@ -92,7 +93,7 @@ class DraftLengthPolicy:
     def next_length(self) -> int:
         if self.fixed is not None:
             return self.fixed
-        if self.draft_cost is None or self.plain_cost is None:
+        if self.first_draft_cost is None or self.plain_cost is None:
             return 0 if self.plain_cost is None else 2  # measure a plain step first, then a short draft
         plain_rate = 1.0 / self.plain_cost
         best_k, best_rate, best_drafting = 0, plain_rate, 0.0
@@ -101,7 +102,7 @@ class DraftLengthPolicy:
             survive *= a
             tokens += survive
             verify = self.verify_cost.get(k) or max(self.verify_cost.values(), default=self.plain_cost)
-            rate = tokens / (verify + k * self.draft_cost)
+            rate = tokens / (verify + self.first_draft_cost + (k - 1) * (self.draft_cost or self.first_draft_cost))
             best_drafting = max(best_drafting, rate)
             if rate > best_rate:
                 best_k, best_rate = k, rate
@@ -115,7 +116,10 @@ class DraftLengthPolicy:
         self.plain_cost = _average(self.plain_cost, seconds)
         self.plain_run += 1
 
-    def record_round(self, k: int, accepted: int, draft_seconds: float, verify_seconds: float) -> None:
+    def record_round(self, k: int, accepted: int, first_draft_seconds: float, more_draft_seconds: float,
+                     verify_seconds: float) -> None:
+        """A round of k drafts, `accepted` of them kept; the time of its first drafter step, of the k - 1 others
+        and of the verifying target forward."""
         self.plain_run = 0
         for i in range(self.max_draft):
             self.reached[i] *= self.DECAY
@@ -123,7 +127,9 @@ class DraftLengthPolicy:
         for i in range(min(accepted + 1, k)):  # depths 1 .. accepted were kept; the next one (if drafted) was not
             self.reached[i] += 1
             self.kept[i] += i < accepted
-        self.draft_cost = _average(self.draft_cost, draft_seconds / k)
+        self.first_draft_cost = _average(self.first_draft_cost, first_draft_seconds)
+        if k > 1:
+            self.draft_cost = _average(self.draft_cost, more_draft_seconds / (k - 1))
         self.verify_cost[k] = _average(self.verify_cost.get(k), verify_seconds)
 
 
@@ -199,7 +205,6 @@ def speculative_stream(target: Model, drafter: Drafter, prompt_ids: Sequence[int
         mx.random.seed(seed)
     cache = cache if cache is not None else target.make_cache(rollback_slack=MAX_DRAFT + 1)
     sources = target_kv_sources(target.config)
-    views = {layer_type: TargetCacheView(cache[index]) for layer_type, index in sources.items()}
     stops = set(stop_ids)
     sampling = temperature > 0
 
@@ -238,9 +243,10 @@ def speculative_stream(target: Model, drafter: Drafter, prompt_ids: Sequence[int
         # Draft k tokens at the constant position p = cache.offset.
         start = time.perf_counter()
         position = cache.offset
+        views = {layer_type: TargetCacheView(cache[index]) for layer_type, index in sources.items()}
         current, state = mx.array([[token]]), last_hidden
         drafts, draft_probs = [], []
-        for _ in range(k):
+        for step in range(k):
             inputs = mx.concatenate([target.model.embed(current), state], axis=-1)
             logits, state = drafter(inputs, position, views)
             if sampling:
@@ -250,6 +256,9 @@ def speculative_stream(target: Model, drafter: Drafter, prompt_ids: Sequence[int
             else:
                 current = mx.argmax(logits[:, -1], axis=-1).reshape(1, 1)
             drafts.append(current)
+            if step == 0:  # timed apart: it also gathers the target K/V the later steps reuse
+                mx.eval(current, state, draft_probs)
+                first_seconds = time.perf_counter() - start
         drafts = mx.concatenate(drafts, axis=1)
         mx.eval(drafts, draft_probs)
         draft_list = drafts[0].tolist()
@@ -271,7 +280,7 @@ def speculative_stream(target: Model, drafter: Drafter, prompt_ids: Sequence[int
         stats.rounds += 1
         stats.drafted += k
         stats.accepted += n
-        policy.record_round(k, n, draft_seconds, verify_seconds)
+        policy.record_round(k, n, first_seconds, draft_seconds - first_seconds, verify_seconds)
         last_hidden = hidden[:, n:n + 1, :]
         for j, accepted in enumerate(draft_list[:n]):
             produced += 1

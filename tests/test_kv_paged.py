@@ -38,12 +38,15 @@ def test_unquantized_pages_match_the_simple_cache(name):
     assert np.abs(got - expected).max() <= 1e-4
 
 
+# Chunks of 16 keys: the tail is a chunk of its own; of 40: it joins the last group of pages; of 104: one
+# fused attention call over everything.
+@pytest.mark.parametrize("chunk", [16, 40, 104])
 @pytest.mark.parametrize("q_len,q_offset", [(1, 99), (7, 93), (40, 60), (100, 0)])
-def test_online_softmax_attention_is_exact(q_len, q_offset):
+def test_online_softmax_attention_is_exact(q_len, q_offset, chunk):
     rng = np.random.default_rng(q_len)
     keys, values = (rng.standard_normal((2, 2, 100, 32)).astype(np.float32) for _ in range(2))
     queries = rng.standard_normal((2, 4, q_len, 32)).astype(np.float32)
-    cache = PagedKVCache(page_size=8, attention_chunk=16)
+    cache = PagedKVCache(page_size=8, attention_chunk=chunk)
     for lo in range(0, 100, 30):  # uneven appends: pages sealed lazily, a long tail split into chunks
         cache.append(mx.array(keys[:, :, lo : lo + 30]), mx.array(values[:, :, lo : lo + 30]))
     got = np.array(cache.attend(mx.array(queries), q_offset, scale=0.3))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mlx_model
-from mlx_model.assistant import AssistantConfig, Drafter
+from mlx_model.assistant import AssistantConfig, Drafter, SharedKV, TargetCacheView, target_kv_sources
 from mlx_model.config import TextConfig
 from mlx_model.gemma4 import Model
 from mlx_model.speculative import DraftLengthPolicy, accept_drafts
@@ -77,6 +77,36 @@ def test_cache_contract_after_speculative_generation(pair):
     assert tokens + rest == plain
 
 
+@pytest.mark.parametrize("context", [5, 40, 150])  # inside the window; past it; several pages and chunks
+@pytest.mark.parametrize("paged", [True, False])
+def test_drafter_reads_the_target_cache_like_explicit_kv(pair, context, paged):
+    """What the drafter sees through `TargetCacheView` (gathered once, reused by every draft step of a round)
+    equals explicit K/V: every target token before the drafted position, the last `window` on sliding layers."""
+    target, drafter = pair
+    ids = mx.array([np.random.default_rng(context).integers(3, 256, size=context).tolist()])
+    options = dict(page_size=16, attention_chunk=32) if paged else dict(paged=False)
+    cache, simple = target.make_cache(**options), target.make_cache(paged=False)
+    hidden = target.hidden_states(ids, cache)
+    target.hidden_states(ids, simple)
+    sources = target_kv_sources(target.config)
+    views = {kind: TargetCacheView(cache[index]) for kind, index in sources.items()}
+    window = target.config.sliding_window
+    explicit = {}
+    for kind, index in sources.items():
+        layer = simple[index]
+        keys, values = layer.keys[..., : layer.stored, :], layer.values[..., : layer.stored, :]
+        explicit[kind] = SharedKV(keys, values, visible=window if kind == S else None)
+    state = hidden[:, -1:, :]
+    token = mx.array([[11]])
+    for _ in range(3):  # draft steps at one position reuse the view's gathered K/V
+        inputs = mx.concatenate([target.model.embed(token), state], axis=-1)
+        logits, state = drafter(inputs, context, views)
+        expected_logits, expected_state = drafter(inputs, context, explicit)
+        assert np.abs(np.array(logits) - np.array(expected_logits)).max() <= 1e-4
+        assert np.abs(np.array(state) - np.array(expected_state)).max() <= 1e-4
+        token = mx.argmax(logits[:, -1], axis=-1).reshape(1, 1)
+
+
 def test_rejection_rule_preserves_the_target_distribution():
     """accept_drafts with fixed p and q: the first emitted token is distributed as p, whatever q is."""
     mx.random.seed(0)
@@ -125,7 +155,7 @@ def test_adaptive_policy_drops_drafting_that_does_not_pay():
     policy.record_plain(0.010)
     assert policy.next_length() == 2  # then probes drafting
     for _ in range(20):  # nothing accepted, drafting expensive
-        policy.record_round(2, 0, draft_seconds=0.010, verify_seconds=0.012)
+        policy.record_round(2, 0, first_draft_seconds=0.005, more_draft_seconds=0.005, verify_seconds=0.012)
     assert policy.next_length() == 0
     for _ in range(DraftLengthPolicy.PROBE_EVERY):
         policy.record_plain(0.010)
@@ -133,7 +163,7 @@ def test_adaptive_policy_drops_drafting_that_does_not_pay():
     good = DraftLengthPolicy()
     good.record_plain(0.010)
     for _ in range(20):  # everything accepted, drafting cheap
-        good.record_round(4, 4, draft_seconds=0.002, verify_seconds=0.011)
+        good.record_round(4, 4, first_draft_seconds=0.0005, more_draft_seconds=0.0015, verify_seconds=0.011)
     assert good.next_length() >= 4
 
 
@@ -141,7 +171,8 @@ def test_adaptive_policy_estimates_acceptance_per_depth():
     policy = DraftLengthPolicy()
     policy.record_plain(0.010)
     for i in range(40):  # the first draft is kept half the time; after a kept one, every later draft is kept
-        policy.record_round(4, 4 if i % 2 else 0, draft_seconds=0.004, verify_seconds=0.011)
+        policy.record_round(4, 4 if i % 2 else 0, first_draft_seconds=0.001, more_draft_seconds=0.003,
+                            verify_seconds=0.011)
     a = policy.acceptance()
     assert 0.4 < a[0] < 0.6 and min(a[1:4]) > 0.85
     # A geometric model with the pooled rate (about 0.8 here) would predict fewer tokens for deep drafts; the
@@ -149,11 +180,25 @@ def test_adaptive_policy_estimates_acceptance_per_depth():
     assert policy.next_length() >= 4
 
 
+def test_adaptive_policy_does_not_charge_the_first_steps_overhead_to_every_draft():
+    """The first draft step of a round also gathers the target's K/V; later steps are cheaper. Costing every
+    step like the first would make deep drafts look too expensive."""
+    chosen = {}
+    for first, more in ((0.004, 0.0005), (0.00225, 0.00225)):  # the same 4.5 ms for two drafts, split apart
+        policy = DraftLengthPolicy()
+        policy.record_plain(0.010)
+        for i in range(40):  # 3 of 4 rounds keep both drafts
+            policy.record_round(2, 2 if i % 4 else 0, first_draft_seconds=first, more_draft_seconds=more,
+                                verify_seconds=0.011)
+        chosen[first] = policy.next_length()
+    assert chosen[0.004] > chosen[0.00225] >= 1
+
+
 def test_adaptive_policy_probes_soon_after_a_near_miss():
     policy = DraftLengthPolicy()
     policy.record_plain(0.010)
     for _ in range(30):  # nothing accepted, but drafting is cheap: plain wins only narrowly
-        policy.record_round(1, 0, draft_seconds=0.0005, verify_seconds=0.0105)
+        policy.record_round(1, 0, first_draft_seconds=0.0005, more_draft_seconds=0.0, verify_seconds=0.0105)
     policy.kept[0] = 0.6 * policy.reached[0]  # as if 60% of the first drafts had been kept
     assert policy.next_length() >= 1
     policy.kept[0] = 0.05 * policy.reached[0]
