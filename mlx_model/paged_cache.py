@@ -13,6 +13,11 @@ chunk and decoding token by token give the same result even with quantized pages
 `attention_k_eq_v` layers store only V; K is rebuilt as RoPE(v * k_norm.weight) (the model's
 `keys_from_values`), which halves the memory. Attention runs over chunks of pages with an online (running)
 softmax, so no [queries x context] score matrix is ever built.
+
+While the whole context fits one attention chunk (`attention_chunk` tokens, 4096 by default), attention is one
+fused call over the joined keys and values, and the cache keeps that join (unquantized) for the next call: a
+decode step then rebuilds the keys of its new tokens only, not of the whole context, and a reader asking again
+at the same position (the MTP drafter) reuses it as is. Longer contexts keep no join, so memory stays bounded.
 """
 from __future__ import annotations
 
@@ -94,6 +99,11 @@ class PagedKVCache:
         # page boundary restores the exact tail instead of a dequantized one.
         self.last_raw: tuple[Page, mx.array | None, mx.array] | None = None
         self._unevaluated: list[Page] = []  # sealed since the last `arrays()`; they keep the raw tail alive
+        # Keys and values [batch, kv_heads, n, dim] of positions 0..n-1 as the last fused attention call joined
+        # them; the first `_joined_valid` positions still hold what the cache holds (trim, quantizing seals and
+        # loads lower it).
+        self._joined: tuple[mx.array, mx.array] | None = None
+        self._joined_valid = 0
 
     # -- size -----------------------------------------------------------------------------------------------
     @property
@@ -108,7 +118,8 @@ class PagedKVCache:
     def nbytes(self) -> int:
         raw = 0 if self.last_raw is None else sum(a.nbytes for a in self.last_raw[1:] if a is not None)
         tail = sum(a.nbytes for a in (self.tail_keys, self.tail_values) if a is not None)
-        return sum(p.nbytes for p in self.pages) + tail + raw
+        joined = 0 if self._joined is None else sum(a.nbytes for a in self._joined)
+        return sum(p.nbytes for p in self.pages) + tail + raw + joined
 
     def arrays(self) -> list[mx.array]:
         """The arrays that got new data since the last call (what a caller evaluates after a prefill chunk;
@@ -145,6 +156,8 @@ class PagedKVCache:
             self.pages.append(page)
             self._unevaluated.append(page)
             self.last_raw = None if self.bits is None else (page, keys, values)
+            if self.bits is not None:  # attention now sees the quantized page, not the joined raw values
+                self._joined_valid = min(self._joined_valid, (len(self.pages) - 1) * size)
             empty = rest_v.shape[2] == 0
             self.tail_values = None if empty else rest_v
             self.tail_keys = None if empty or rest_k is None else rest_k
@@ -154,6 +167,7 @@ class PagedKVCache:
         self.pages = list(pages)
         self.tail_keys = self.tail_values = None
         self.last_raw = None
+        self._forget_joined()
 
     # -- rollback -------------------------------------------------------------------------------------------
     def trimmable(self) -> int:
@@ -172,6 +186,7 @@ class PagedKVCache:
         the newest page this cache sealed, dequantized for older quantized pages); shared pages stay intact."""
         if n > self.offset:
             raise ValueError(f"cannot remove {n} tokens from a cache holding {self.offset}")
+        self._joined_valid = min(self._joined_valid, self.offset - n)
         while n > 0:
             held = self.tail_length
             if n < held:
@@ -184,6 +199,8 @@ class PagedKVCache:
             if n == 0:
                 return
             page = self.pages.pop()
+            # The page's tokens come back as the raw tail this cache sealed (or decoded): re-gather them.
+            self._joined_valid = min(self._joined_valid, len(self.pages) * self.page_size)
             if self.last_raw is not None and self.last_raw[0] is page:
                 _, self.tail_keys, self.tail_values = self.last_raw
             else:
@@ -197,6 +214,10 @@ class PagedKVCache:
     def set_state(self, state: tuple) -> None:
         pages, self.tail_keys, self.tail_values, self.last_raw = state
         self.pages = list(pages)
+        self._forget_joined()
+
+    def _forget_joined(self) -> None:
+        self._joined, self._joined_valid = None, 0
 
     # -- attention ------------------------------------------------------------------------------------------
     def attend(self, queries: mx.array, q_offset: int, scale: float = 1.0) -> mx.array:
@@ -216,9 +237,31 @@ class PagedKVCache:
         the context is longer than one attention chunk (then `attend` goes chunk by chunk)."""
         chunk = self._chunk(queries)
         if self.offset > chunk:
+            self._forget_joined()
             return None
-        start, keys, values = next(self._segments(chunk))
-        return keys, values, attention_mask(q_offset, queries.shape[2], start, keys.shape[2], None)
+        keys, values = self._join()
+        return keys, values, attention_mask(q_offset, queries.shape[2], 0, keys.shape[2], None)
+
+    def _join(self) -> tuple[mx.array, mx.array]:
+        """Keys and values of the whole context, reusing the previous join for the positions still valid."""
+        reuse = 0 if self._joined is None else min(self._joined_valid, self._joined[1].shape[2])
+        pages_end = len(self.pages) * self.page_size
+        if reuse < pages_end:  # the join does not reach the tail: gather everything again
+            _, keys, values = next(self._segments(self.offset))
+        elif reuse == self.offset:
+            keys, values = (a[..., :reuse, :] for a in self._joined)
+        else:
+            new_values = self.tail_values[..., reuse - pages_end :, :]
+            if self.tail_keys is None:
+                new_keys = self.keys_from_values(new_values, reuse)
+            else:
+                new_keys = self.tail_keys[..., reuse - pages_end :, :]
+            keys, values = new_keys, new_values
+            if reuse:
+                old_keys, old_values = (a[..., :reuse, :] for a in self._joined)
+                keys, values = mx.concatenate([old_keys, keys], axis=2), mx.concatenate([old_values, values], axis=2)
+        self._joined, self._joined_valid = (keys, values), self.offset
+        return keys, values
 
     def _chunk(self, queries: mx.array) -> int:
         """Keys per attention chunk: `attention_chunk` for a single query, fewer for long query blocks."""

@@ -87,6 +87,45 @@ def test_page_aligned_prefill_equals_token_by_token_decoding(kv_bits):
     assert np.abs(last - step).max() <= 1e-4
 
 
+@pytest.mark.parametrize("kv_bits", [None, 8, 4])
+@pytest.mark.parametrize("name", ["k_eq_v", "separate_kv"])
+def test_kept_join_gives_what_a_fresh_gather_gives(name, kv_bits):
+    """Decode steps reuse the joined keys/values of the previous call (keys rebuilt for new tokens only); with
+    rollbacks across page boundaries and quantizing seals, every step still equals gathering everything anew."""
+    model = tiny_model(**CONFIGS[name])
+    ids = random_ids(90, seed=7)
+    kept, fresh = (mlx_model.make_cache(model, kv_bits=kv_bits, page_size=16) for _ in range(2))
+    full_layers = [i for i, c in enumerate(kept.layers) if isinstance(c, PagedKVCache)]
+    rebuilt_tokens = []
+    for i in full_layers:
+        rebuild = kept[i].keys_from_values
+        if rebuild is not None:
+            kept[i].keys_from_values = lambda v, start, f=rebuild: rebuilt_tokens.append(v.shape[2]) or f(v, start)
+    prefill(model, mx.array([ids[:30]]), kept)
+    prefill(model, mx.array([ids[:30]]), fresh)
+    position = 30
+
+    def step(feed: int, drop: int) -> None:
+        nonlocal position
+        tokens = mx.array([ids[position : position + feed]])
+        for i in full_layers:
+            fresh[i]._forget_joined()
+        got, expected = np.array(model(tokens, cache=kept)), np.array(model(tokens, cache=fresh))
+        assert np.abs(got - expected).max() <= 1e-5, (position, feed, drop)
+        assert kept.trim(drop) == drop and fresh.trim(drop) == drop
+        position += feed - drop
+
+    for feed, drop in [(3, 2), (1, 0), (5, 4), (2, 0)] * 6:  # crosses pages 32, 48, 64
+        step(feed, drop)
+    # Roll back over a page the cache has just sealed: the page comes back as the tail.
+    boundary = (position // 16 + 1) * 16
+    for feed, drop in [(boundary - position, 0), (1, 3), (3, 0)]:
+        step(feed, drop)
+    assert all(kept[i]._joined is not None for i in full_layers)
+    if name == "k_eq_v":  # most steps rebuilt the keys of their new tokens only
+        assert sorted(rebuilt_tokens)[len(rebuilt_tokens) // 2] <= 5
+
+
 def test_k_eq_v_layers_store_values_only_and_rebuild_keys_exactly():
     model = tiny_model(**K_EQ_V)
     attn = model.model.layers[2].self_attn  # a full k_eq_v layer
