@@ -1,8 +1,9 @@
 """Speculative decoding with the MTP drafter vs plain decoding, in the same run.
 
 Part 1 (trained pair, from bench/train_pair.py; default tests/fixtures/draft_pair): greedy generation on
-held-out stdlib code prompts (files the training never saw), plain vs fixed draft lengths k = 1..8 vs adaptive.
-For each: acceptance rate, tokens per target forward, wall-clock speedup over plain (median of --repeats),
+held-out stdlib code prompts (files the training never saw) of 96 and 256 tokens, plain vs fixed draft lengths
+k = 1..8 vs adaptive. For each: acceptance rate, tokens per target forward, wall-clock speedup over plain (the
+median and range over --repeats of plain's time / the config's time, all configs interleaved prompt by prompt),
 and whether the output is token-for-token identical to plain decoding.
 
 Part 2 (--real-shapes): the drafter's step cost as a fraction of a target decode step at the real 12B widths
@@ -10,7 +11,8 @@ Part 2 (--real-shapes): the drafter's step cost as a fraction of a target decode
 extrapolated to 48 layers: head + 48 x the per-layer cost), drafter with the reported assistant shapes (4 layers,
 hidden 1024, centroid head with 2048 centroids, top-32).
 
-Reproduce: .venv/bin/python bench/speculative.py --json [--real-shapes]
+Reproduce: .venv/bin/python bench/speculative.py --json [--real-shapes]   (about 10 minutes; --configs 3 4 adaptive
+--repeats 3 for a quicker look)
 """
 from __future__ import annotations
 
@@ -48,49 +50,52 @@ def held_out_prompts(tokenizer, count: int, length: int) -> list[list[int]]:
     return prompts
 
 
-def run_config(target, drafter, prompts, max_tokens, draft_length):
-    stats = SpeculativeStats()
-    outputs = []
+def generate_one(target, drafter, prompt, max_tokens, config, stats):
+    """Time one greedy generation of `prompt` under `config` ("plain", a draft length, or "adaptive")."""
     start = time.perf_counter()
-    for prompt in prompts:
-        if draft_length == "plain":
-            outputs.append(list(mlx_model.stream_generate(target, prompt, max_tokens=max_tokens)))
-        else:
-            outputs.append(list(mlx_model.stream_generate(
-                target, prompt, max_tokens=max_tokens, drafter=drafter,
-                draft_length=None if draft_length == "adaptive" else draft_length, stats=stats)))
-    return time.perf_counter() - start, outputs, stats
+    if config == "plain":
+        tokens = list(mlx_model.stream_generate(target, prompt, max_tokens=max_tokens))
+    else:
+        tokens = list(mlx_model.stream_generate(target, prompt, max_tokens=max_tokens, drafter=drafter,
+                                                draft_length=None if config == "adaptive" else config,
+                                                stats=stats))
+    return time.perf_counter() - start, tokens
 
 
-def trained_pair_bench(args) -> dict:
-    target, tokenizer = mlx_model.load(args.pair / "target", dtype=mx.float32)
-    drafter = mlx_model.load_drafter(args.pair / "drafter", dtype=mx.float32)
-    prompts = held_out_prompts(tokenizer, args.prompts, args.prompt_tokens)
+def trained_pair_bench(target, drafter, tokenizer, args, prompt_tokens: int) -> dict:
+    """Every config on every prompt, interleaved prompt by prompt (the config order rotates), so a load change
+    on this shared machine hits all configs alike; a repeat's speedup is plain's time over the config's time in
+    that repeat, and the table gives the median of those paired ratios and their range."""
+    prompts = held_out_prompts(tokenizer, args.prompts, prompt_tokens)
     configs = ["plain"] + [int(c) if c.isdigit() else c for c in args.configs if c != "plain"]
-    times = {c: [] for c in configs}
-    reference, results = None, {}
-    run_config(target, drafter, prompts[:1], 8, 2)  # warm-up
-    for _ in range(args.repeats):
-        for config in configs:  # interleaved, so load changes on this shared machine hit every config alike
-            seconds, outputs, stats = run_config(target, drafter, prompts, args.max_tokens, config)
-            times[config].append(seconds)
-            if config == "plain":
-                reference = outputs
-            results[config] = (outputs, stats)
-    plain = statistics.median(times["plain"])
+    generate_one(target, drafter, prompts[0], 8, 2, SpeculativeStats())  # warm-up
+    seconds = {c: [0.0] * args.repeats for c in configs}
+    outputs = {c: [] for c in configs}
+    stats = {c: SpeculativeStats() for c in configs}
+    for repeat in range(args.repeats):
+        for i, prompt in enumerate(prompts):
+            shift = (repeat * len(prompts) + i) % len(configs)
+            for config in configs[shift:] + configs[:shift]:
+                elapsed, tokens = generate_one(target, drafter, prompt, args.max_tokens, config,
+                                               stats[config] if repeat == args.repeats - 1 else SpeculativeStats())
+                seconds[config][repeat] += elapsed
+                if repeat == args.repeats - 1:
+                    outputs[config].append(tokens)
     table = {}
     for config in configs:
-        outputs, stats = results[config]
+        ratios = [plain / mine for plain, mine in zip(seconds["plain"], seconds[config])]
+        st = stats[config]
+        drafting = config != "plain"
         table[str(config)] = {
-            "median_seconds": statistics.median(times[config]),
-            "speedup": plain / statistics.median(times[config]),
-            "acceptance_rate": stats.acceptance_rate if config != "plain" else None,
-            "tokens_per_target_forward": stats.tokens_per_target_forward if config != "plain" else 1.0,
-            "identical_to_plain": outputs == reference,
-            "draft_seconds_share": (stats.draft_seconds / (stats.draft_seconds + stats.target_seconds)
-                                    if config != "plain" and stats.target_seconds else 0.0),
+            "median_seconds": statistics.median(seconds[config]),
+            "speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios),
+            "acceptance_rate": st.acceptance_rate if drafting else None,
+            "tokens_per_target_forward": st.tokens_per_target_forward if drafting else 1.0,
+            "identical_to_plain": outputs[config] == outputs["plain"],
+            "draft_seconds_share": (st.draft_seconds / (st.draft_seconds + st.target_seconds)
+                                    if drafting and st.target_seconds else 0.0),
         }
-    return {"prompts": len(prompts), "prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens,
+    return {"prompts": len(prompts), "prompt_tokens": prompt_tokens, "max_tokens": args.max_tokens,
             "repeats": args.repeats, "configs": table}
 
 
@@ -157,9 +162,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pair", type=Path, default=ROOT / "tests" / "fixtures" / "draft_pair")
     parser.add_argument("--prompts", type=int, default=6)
-    parser.add_argument("--prompt-tokens", type=int, default=96)
+    parser.add_argument("--prompt-tokens", type=int, nargs="+", default=[96, 256], metavar="N",
+                        help="prompt lengths to run (default: 96 and 256 tokens)")
     parser.add_argument("--max-tokens", type=int, default=160)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--configs", nargs="+", default=[str(k) for k in range(1, 9)] + ["adaptive"],
                         choices=[str(k) for k in range(1, 9)] + ["adaptive"], metavar="K",
                         help="draft lengths to compare with plain decoding: 1..8 and/or adaptive (default: all)")
@@ -168,16 +174,20 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.pair / "drafter" / "config.json").is_file():
         sys.exit(f"no trained pair in {args.pair}: run bench/train_pair.py first")
-    summary = {"blas": mlx_model.blas.describe(), "trained_pair": trained_pair_bench(args)}
+    target, tokenizer = mlx_model.load(args.pair / "target", dtype=mx.float32)
+    drafter = mlx_model.load_drafter(args.pair / "drafter", dtype=mx.float32)
+    summary = {"blas": mlx_model.blas.describe(),
+               "trained_pair": [trained_pair_bench(target, drafter, tokenizer, args, n) for n in args.prompt_tokens]}
     print(f"MLX float32 products: {summary['blas']}")
-    t = summary["trained_pair"]
-    print(f"\ntrained pair, {t['prompts']} held-out stdlib prompts x {t['max_tokens']} greedy tokens, "
-          f"median of {t['repeats']}")
-    print(f"{'config':>9} {'speedup':>8} {'accept':>7} {'tok/fwd':>8} {'draft%':>7} {'identical':>9}")
-    for name, row in t["configs"].items():
-        accept = "-" if row["acceptance_rate"] is None else f"{row['acceptance_rate']:.2f}"
-        print(f"{name:>9} {row['speedup']:7.2f}x {accept:>7} {row['tokens_per_target_forward']:8.2f} "
-              f"{row['draft_seconds_share']:7.0%} {str(row['identical_to_plain']):>9}")
+    for t in summary["trained_pair"]:
+        print(f"\ntrained pair, {t['prompts']} held-out stdlib prompts of {t['prompt_tokens']} tokens x "
+              f"{t['max_tokens']} greedy tokens; speedup: median [range] of {t['repeats']} paired repeats")
+        print(f"{'config':>9} {'speedup':>8} {'range':>13} {'accept':>7} {'tok/fwd':>8} {'draft%':>7} {'identical':>9}")
+        for name, row in t["configs"].items():
+            accept = "-" if row["acceptance_rate"] is None else f"{row['acceptance_rate']:.2f}"
+            spread = f"[{row['speedup_min']:.2f}-{row['speedup_max']:.2f}]"
+            print(f"{name:>9} {row['speedup']:7.2f}x {spread:>13} {accept:>7} {row['tokens_per_target_forward']:8.2f} "
+                  f"{row['draft_seconds_share']:7.0%} {str(row['identical_to_plain']):>9}")
     if args.real_shapes:
         summary["real_shapes"] = r = real_shapes_bench(max(3, args.repeats))
         print(f"\n12B widths, 4-bit: target step {r['target_step_2_layers_s']:.3f}s (2 layers), "

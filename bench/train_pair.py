@@ -231,6 +231,8 @@ def main() -> None:
     parser.add_argument("--corpus-mb", type=float, default=6.0, help="megabytes of stdlib source to train on")
     parser.add_argument("--drafter-only", action="store_true",
                         help="keep the tokenizer and target already in --out; distill a new drafter only")
+    parser.add_argument("--steps-ahead", type=int, default=2,
+                        help="chained draft steps the drafter is trained over (default 2)")
     parser.add_argument("--drafter-hidden", type=int, default=DRAFTER_TEXT["hidden_size"],
                         help=f"drafter width (default {DRAFTER_TEXT['hidden_size']}; MLP 3x this)")
     args = parser.parse_args()
@@ -284,7 +286,8 @@ def main() -> None:
     with torch.no_grad():  # warm start of the tied head: the target's embeddings projected to the drafter width
         proj = torch.randn(TARGET["hidden_size"], DRAFTER_TEXT["hidden_size"]) / TARGET["hidden_size"] ** 0.5
         drafter.model.embed_tokens.weight.copy_(target.model.embed_tokens.weight @ proj)
-    distill_drafter(drafter, target, data, args.drafter_minutes, args.batch, args.length, log)
+    distill_drafter(drafter, target, data, args.drafter_minutes, args.batch, args.length, log,
+                    steps_ahead=args.steps_ahead)
     save(drafter, args.out / "drafter")
     sizes = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     log(f"wrote {args.out} ({sizes / 2**20:.1f} MiB)")
