@@ -18,6 +18,7 @@ from typing import Any, Mapping, Protocol
 import mlx.core as mx
 import mlx.nn as nn
 
+from mlx_model.cache import attention
 from mlx_model.config import FULL, SLIDING, ConfigError, TextConfig
 from mlx_model.gemma4 import DecoderLayer, RMSNorm
 
@@ -153,7 +154,7 @@ class SharedKV:
         keys, values = self.keys, self.values
         if self.visible is not None:
             keys, values = keys[..., -self.visible:, :], values[..., -self.visible:, :]
-        return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale)
+        return attention(queries, keys, values, scale)
 
 
 class TargetCacheView:
@@ -181,7 +182,7 @@ class TargetCacheView:
         if self._inputs is None:  # a paged context longer than one attention chunk
             return self.layer_cache.attend(queries, q_offset - 1, scale)
         keys, values, mask = self._inputs
-        return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
+        return attention(queries, keys, values, scale, mask)
 
 
 def target_kv_sources(target_config: TextConfig) -> dict[str, int]:

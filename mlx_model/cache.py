@@ -57,7 +57,7 @@ class LayerKVCache:
         """Attention of queries [batch, heads, q_len, head_dim] at absolute positions q_offset.. over the
         stored keys: causal, and limited to the window on sliding layers."""
         keys, values, mask = self.attention_inputs(q_offset, queries)
-        return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
+        return attention(queries, keys, values, scale, mask)
 
     def attention_inputs(self, q_offset: int, queries: mx.array) -> tuple[mx.array, mx.array, mx.array | None]:
         """(keys, values, mask) of one fused attention call for `queries` at positions q_offset.."""
@@ -95,6 +95,26 @@ class LayerKVCache:
         if n > self.trimmable():
             raise ValueError(f"cannot remove {n} tokens from a sliding layer that can roll back {self.trimmable()}")
         self.offset -= n
+
+
+def attention(queries: mx.array, keys: mx.array, values: mx.array, scale: float,
+              mask: mx.array | None = None) -> mx.array:
+    """Softmax attention of queries [batch, heads, q_len, dim] over keys/values [batch, kv_heads, n, dim];
+    `mask` [q_len, n] (True = visible) or None.
+
+    On the CPU the query heads that share a KV head are folded into rows of one product per KV head: MLX's CPU
+    attention otherwise broadcasts the keys to every query head, which made a decode step over 400 keys with 4
+    query heads per KV head 2.2x slower (101 vs 45 us; 2,000 keys: 469 vs 215 us). GPUs keep the fused kernel.
+    """
+    batch, heads, q_len, dim = queries.shape
+    group = heads // keys.shape[1]
+    if group == 1 or mx.default_device().type != mx.cpu or (mask is not None and mask.ndim != 2):
+        return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
+    folded = queries.reshape(batch, keys.shape[1], group * q_len, dim)
+    if mask is not None:
+        mask = mx.tile(mask, (group, 1))
+    out = mx.fast.scaled_dot_product_attention(folded, keys, values, scale=scale, mask=mask)
+    return out.reshape(batch, heads, q_len, -1)
 
 
 def attention_mask(q_start: int, q_len: int, k_start: int, k_len: int, window: int | None) -> mx.array | None:

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 import mlx.core as mx
 
-from mlx_model.cache import attention_mask
+from mlx_model.cache import attention, attention_mask
 
 PAGE_SIZE = 256
 ATTENTION_CHUNK = 4096  # keys per attention chunk for a single query (decode)
@@ -226,7 +226,7 @@ class PagedKVCache:
         single = self.attention_inputs(q_offset, queries)
         if single is not None:
             keys, values, mask = single
-            return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
+            return attention(queries, keys, values, scale, mask)
         last_query = q_offset + queries.shape[2] - 1
         # A generator, not a list: each chunk's dequantized keys/values must be freed once it has been used.
         segments = (s for s in self._segments(self._chunk(queries)) if s[0] <= last_query)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
+from mlx_model.cache import attention
+
 DEFAULT_ROLLBACK_SLACK = 256
 
 
@@ -81,7 +83,7 @@ class RingKVCache:
         """Attention of queries [batch, heads, q_len, head_dim] at positions q_offset.. over the held keys:
         causal and limited to the window."""
         keys, values, mask = self.attention_inputs(q_offset, queries)
-        return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
+        return attention(queries, keys, values, scale, mask)
 
     def attention_inputs(self, q_offset: int, queries: mx.array) -> tuple[mx.array, mx.array, mx.array | None]:
         """(keys, values, mask) of one fused attention call for `queries` at positions q_offset.."""

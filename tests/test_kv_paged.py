@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import mlx_model
+from mlx_model.cache import attention, attention_mask
 from mlx_model.generate import prefill
 from mlx_model.paged_cache import PagedKVCache
 from mlx_model.ring_cache import RingKVCache
@@ -57,6 +58,19 @@ def test_online_softmax_attention_is_exact(q_len, q_offset, chunk):
     weights = np.exp(scores - scores.max(-1, keepdims=True))
     expected = (weights / weights.sum(-1, keepdims=True)) @ v
     assert np.abs(got - expected).max() <= 1e-5
+
+
+@pytest.mark.parametrize("q_len", [1, 5])
+@pytest.mark.parametrize("kv_heads", [1, 2, 4])
+def test_attention_folding_query_heads_matches_fused_attention(q_len, kv_heads):
+    rng = np.random.default_rng(q_len * 10 + kv_heads)
+    queries = mx.array(rng.standard_normal((2, 4, q_len, 32)).astype(np.float32))
+    keys, values = (mx.array(rng.standard_normal((2, kv_heads, 50, 32)).astype(np.float32)) for _ in range(2))
+    for mask in (None, attention_mask(45, q_len, 0, 50, None), attention_mask(45, q_len, 0, 50, 8)):
+        expected = mx.fast.scaled_dot_product_attention(queries, keys, values, scale=0.2, mask=mask)
+        got = attention(queries, keys, values, 0.2, mask)
+        assert got.shape == expected.shape
+        assert np.abs(np.array(got) - np.array(expected)).max() <= 1e-5
 
 
 @pytest.mark.parametrize("kv_bits,max_logit_error,max_kl,mean_kl", [(8, 0.1, 1e-4, 2e-6), (4, 1.5, 0.05, 5e-4)])
