@@ -110,15 +110,44 @@ class Drafter(nn.Module):
             self.masked_embedding = MaskedEmbedder(config)
         if not text.tie_word_embeddings:
             self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
+        self._steps: _CompiledSteps | None = None
 
     def __call__(self, inputs: mx.array, position: int,
                  kv: Mapping[str, KVReader]) -> tuple[mx.array, mx.array]:
-        """`inputs` = [target embedding ; hidden] of the last token; `kv[layer_type]` gives the target's K/V."""
+        """`inputs` = [target embedding ; hidden] of the last token; `kv[layer_type]` gives the target's K/V.
+
+        Everything between the reads of the target's K/V runs as compiled functions (MLX fuses their
+        element-wise work; a draft step of the trained 1-layer drafter here: 0.39 -> 0.25 ms). The position
+        goes in as an array, so one compilation serves every position."""
+        if self._steps is None:
+            self._steps = _CompiledSteps(self)
+        layers = self.model.layers
+        where = mx.array(position, dtype=mx.int32)
+        h, queries = self._steps.enter(inputs, where)
+        for i, layer in enumerate(layers):
+            attended = kv[layer.self_attn.spec.attention].attend(queries, position)
+            if i + 1 < len(layers):
+                h, queries = self._steps.between[i](h, attended, where)
+        return self._steps.leave(h, attended)
+
+    def _enter(self, inputs: mx.array, position: mx.array) -> tuple[mx.array, mx.array]:
         h = self.pre_projection(inputs)
-        for layer in self.model.layers:
-            h = layer(h, position, kv[layer.self_attn.spec.attention])
-        h = self.model.norm(h)
+        return h, self._queries(0, h, position)
+
+    def _between(self, i: int, h: mx.array, attended: mx.array, position: mx.array) -> tuple[mx.array, mx.array]:
+        """Finish layer i from its attention results; the queries of layer i + 1."""
+        layer = self.model.layers[i]
+        h = layer.after_attention(h, layer.self_attn.output(attended))
+        return h, self._queries(i + 1, h, position)
+
+    def _leave(self, h: mx.array, attended: mx.array) -> tuple[mx.array, mx.array]:
+        layer = self.model.layers[-1]
+        h = self.model.norm(layer.after_attention(h, layer.self_attn.output(attended)))
         return self.logits(h), self.post_projection(h)
+
+    def _queries(self, i: int, h: mx.array, position: mx.array) -> mx.array:
+        layer = self.model.layers[i]
+        return layer.self_attn.queries(layer.input_layernorm(h), position)
 
     def logits(self, hidden: mx.array) -> mx.array:
         """Raw head scores (the drafter applies no softcap, as in transformers)."""
@@ -138,6 +167,20 @@ class Drafter(nn.Module):
                 value = value.astype(mx.int32)
             out[name] = value
         return out
+
+
+class _CompiledSteps:
+    """The drafter's pieces between K/V reads, compiled with its parameters as tracked inputs (so weight
+    updates and quantization are seen)."""
+
+    def __init__(self, drafter: Drafter):
+        def compiled(fn):
+            return mx.compile(fn, inputs=drafter.state)
+
+        self.enter = compiled(drafter._enter)
+        self.between = [compiled(lambda h, a, p, i=i: drafter._between(i, h, a, p))
+                        for i in range(len(drafter.model.layers) - 1)]
+        self.leave = compiled(drafter._leave)
 
 
 class SharedKV:

@@ -52,7 +52,7 @@ class Rope:
             self.periods = mx.array(np.where(inv_freq > 0, 1.0 / inv_freq, np.inf).astype(np.float32))
         self.head_dim = head_dim
 
-    def __call__(self, x: mx.array, offset: int) -> mx.array:
+    def __call__(self, x: mx.array, offset: int | mx.array) -> mx.array:
         return mx.fast.rope(x, self.head_dim, traditional=False, base=None, scale=1.0, offset=offset,
                             freqs=self.periods)
 
@@ -79,16 +79,25 @@ class Attention(nn.Module):
         """`cache` is this layer's own cache, or for a KV-shared layer the cache of the layer it reads."""
         batch, length, _ = x.shape
         head_dim = self.spec.head_dim
-        q = self.q_norm(self.q_proj(x).reshape(batch, length, self.heads, head_dim))
-        q = self.rope(q.transpose(0, 2, 1, 3), offset)
+        q = self.queries(x, offset)
         if self.spec.kv_source is None:
             raw = self.k_proj(x).reshape(batch, length, -1, head_dim)
             # With k_eq_v the values are the raw key projection (taken before k_norm and RoPE).
             v = raw if self.spec.k_eq_v else self.v_proj(x).reshape(batch, length, -1, head_dim)
             keys = self.rope(self.k_norm(raw).transpose(0, 2, 1, 3), offset)
             cache.append(keys, self.v_norm(v).transpose(0, 2, 1, 3))
-        out = cache.attend(q, offset)
-        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, -1))
+        return self.output(cache.attend(q, offset))
+
+    def queries(self, x: mx.array, offset: int | mx.array) -> mx.array:
+        """Normed, rotated queries [batch, heads, length, head_dim] of x [batch, length, hidden]."""
+        batch, length, _ = x.shape
+        q = self.q_norm(self.q_proj(x).reshape(batch, length, self.heads, self.spec.head_dim))
+        return self.rope(q.transpose(0, 2, 1, 3), offset)
+
+    def output(self, attended: mx.array) -> mx.array:
+        """The output projection of attention results [batch, heads, length, head_dim]."""
+        batch, _, length, _ = attended.shape
+        return self.o_proj(attended.transpose(0, 2, 1, 3).reshape(batch, length, -1))
 
     def keys_from_values(self, values: mx.array, offset: int) -> mx.array:
         """k_eq_v layers: rebuild keys [batch, kv_heads, tokens, head_dim] at positions offset.. from the stored
@@ -121,8 +130,11 @@ class DecoderLayer(nn.Module):
         self.layer_scalar = mx.ones((1,))
 
     def __call__(self, x: mx.array, offset: int, cache: LayerKVCache) -> mx.array:
-        h = self.self_attn(self.input_layernorm(x), offset, cache)
-        x = x + self.post_attention_layernorm(h)
+        return self.after_attention(x, self.self_attn(self.input_layernorm(x), offset, cache))
+
+    def after_attention(self, x: mx.array, attention_out: mx.array) -> mx.array:
+        """The rest of the layer once attention has given `attention_out` for the layer input `x`."""
+        x = x + self.post_attention_layernorm(attention_out)
         x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
         return x * self.layer_scalar
 

@@ -107,6 +107,35 @@ def test_drafter_reads_the_target_cache_like_explicit_kv(pair, context, paged):
         token = mx.argmax(logits[:, -1], axis=-1).reshape(1, 1)
 
 
+def test_compiled_drafter_steps_follow_weight_updates():
+    """The drafter runs compiled pieces between its K/V reads; they equal the plain (uncompiled) composition and
+    see later weight updates (the parameters are tracked inputs, not frozen constants)."""
+    _, drafter = tiny_pair(seed=3)
+    rng = np.random.default_rng(3)
+    inputs = mx.array(rng.standard_normal((1, 1, 128)).astype(np.float32))
+    kv = {kind: SharedKV(*(mx.array(rng.standard_normal((1, heads, 12, dim)).astype(np.float32)) for _ in range(2)))
+          for kind, heads, dim in ((S, 2, 16), (F, 1, 32))}
+
+    def uncompiled():
+        layers = drafter.model.layers
+        position = mx.array(12)
+        h, queries = drafter._enter(inputs, position)
+        for i, layer in enumerate(layers):
+            attended = kv[layer.self_attn.spec.attention].attend(queries, 12)
+            if i + 1 < len(layers):
+                h, queries = drafter._between(i, h, attended, position)
+        return drafter._leave(h, attended)
+
+    for _ in range(2):
+        logits, state = drafter(inputs, 12, kv)
+        expected_logits, expected_state = uncompiled()
+        assert np.abs(np.array(logits) - np.array(expected_logits)).max() <= 1e-5
+        assert np.abs(np.array(state) - np.array(expected_state)).max() <= 1e-5
+        before = np.array(logits)
+        drafter.update(tree_map(lambda p: p * 0.5 if p.ndim == 2 else p, drafter.parameters()))
+    assert np.abs(np.array(drafter(inputs, 12, kv)[0]) - before).max() > 1e-2
+
+
 def test_rejection_rule_preserves_the_target_distribution():
     """accept_drafts with fixed p and q: the first emitted token is distributed as p, whatever q is."""
     mx.random.seed(0)
