@@ -223,6 +223,15 @@ def test_adaptive_policy_does_not_charge_the_first_steps_overhead_to_every_draft
     assert chosen[0.004] > chosen[0.00225] >= 1
 
 
+def test_one_early_rejection_does_not_stop_a_fresh_policy_drafting():
+    """Costs as measured on the trained pair (a draft step ~0.08 of a plain step, verifying 3 tokens ~1.2x)."""
+    policy = DraftLengthPolicy()
+    policy.record_plain(0.0030)
+    assert policy.next_length() == 2
+    policy.record_round(2, 0, first_draft_seconds=0.0003, more_draft_seconds=0.00025, verify_seconds=0.0036)
+    assert policy.next_length() >= 1
+
+
 def test_adaptive_policy_probes_soon_after_a_near_miss():
     policy = DraftLengthPolicy()
     policy.record_plain(0.010)
