@@ -322,6 +322,26 @@ def parse_call_body(body: str) -> ToolCall:
     return ToolCall(name, arguments)
 
 
+def _find_call_end(raw: str, pos: int) -> tuple[int, int]:
+    """Where the call body starting at `pos` ends: (index of its CALL_END, -1), or (-1, index of a CALL_START
+    met first, or -1 at the end of the output) for a call that was never closed. Markers inside a native
+    `<|"|>...<|"|>` string are the string's text, not structure."""
+    while True:
+        found = [(i, mark) for mark in (STR, CALL_END, CALL_START) if (i := raw.find(mark, pos)) >= 0]
+        if not found:
+            return -1, -1
+        i, mark = min(found)
+        if mark == CALL_END:
+            return i, -1
+        if mark == CALL_START:
+            return -1, i
+        close = raw.find(STR, i + len(STR))
+        if close < 0:  # an unclosed string: let the body parser report it if the call itself is closed
+            end, next_start = raw.find(CALL_END, i), raw.find(CALL_START, i)
+            return (end, -1) if end >= 0 and not 0 <= next_start < end else (-1, next_start)
+        pos = close + len(STR)
+
+
 def _split_native_calls(raw: str) -> tuple[str, list[ToolCall], list[str]]:
     text_parts: list[str] = []
     calls: list[ToolCall] = []
@@ -334,9 +354,8 @@ def _split_native_calls(raw: str) -> tuple[str, list[ToolCall], list[str]]:
             break
         text_parts.append(raw[pos:start])
         body_start = start + len(CALL_START)
-        end = raw.find(CALL_END, body_start)
-        next_start = raw.find(CALL_START, body_start)
-        if end < 0 or (0 <= next_start < end):
+        end, next_start = _find_call_end(raw, body_start)
+        if end < 0:
             stop = len(raw) if next_start < 0 else next_start
             errors.append(f"a tool call was not closed with {CALL_END} (output cut off?)")
             pos = stop

@@ -1,12 +1,16 @@
 """Gemma 4 native format: rendering, parsing, recovery of text-printed calls, and robustness."""
 import json
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from mlx_model.chat_format import (
     CALL_END,
     CALL_START,
+    CHANNEL_END,
+    CHANNEL_START,
     EXPECTED_CALL_FORM,
+    STOP_STRINGS,
     STR,
     ToolCall,
     parse_call_body,
@@ -126,11 +130,19 @@ json_values = st.recursive(
 @given(st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True),
        st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True), json_values, max_size=5))
 def test_render_then_parse_roundtrips(name, arguments):
-    # Strings containing the delimiter itself cannot be represented natively; skip those.
-    if STR in json.dumps(arguments):
+    # Strings containing the string delimiter, a stop marker (generation ends there) or a thought-channel marker
+    # cannot occur in real output (each is one special token); skip those. Call markers inside strings are text.
+    if any(marker in json.dumps(arguments) for marker in (STR, CHANNEL_START, CHANNEL_END, *STOP_STRINGS)):
         return
     parsed = parse_model_output(render_tool_call(ToolCall(name, arguments)))
     assert parsed.calls == [ToolCall(name, arguments)], parsed.errors
+
+
+@pytest.mark.parametrize("text", [CALL_START, CALL_END, f"a{CALL_END}b{CALL_START}c"])
+def test_markers_inside_string_arguments_stay_text(text):
+    call = ToolCall("write_file", {"path": "notes.md", "content": text})
+    parsed = parse_model_output(render_tool_call(call) + "after")
+    assert parsed.calls == [call] and parsed.errors == [] and parsed.text.strip() == "after"
 
 
 PIECES = [CALL_START, CALL_END, STR, "call:", "read_file", "{", "}", "[", "]", ":", ",", "path", '"', "```json\n",
