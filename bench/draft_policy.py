@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import mlx_model  # noqa: E402  (first: binds MLX to the optimized BLAS, mlx_model/blas.py)
 import mlx.core as mx  # noqa: E402
 
-from bench.speculative import held_out_prompts  # noqa: E402
+from bench.speculative import held_out_prompts, load_trained_pair  # noqa: E402
 from mlx_model.assistant import TargetCacheView, target_kv_sources  # noqa: E402
 from mlx_model.speculative import MAX_DRAFT, DraftLengthPolicy  # noqa: E402
 
@@ -125,10 +125,7 @@ def main() -> None:
     parser.add_argument("--cost-repeats", type=int, default=100, help="round-robin timings of each cost")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if not (args.pair / "drafter" / "config.json").is_file():
-        sys.exit(f"no trained pair in {args.pair}: run bench/train_pair.py first")
-    target, tokenizer = mlx_model.load(args.pair / "target", dtype=mx.float32)
-    drafter = mlx_model.load_drafter(args.pair / "drafter", dtype=mx.float32)
+    target, drafter, tokenizer = load_trained_pair(args.pair)
     configs: list[int | None] = list(range(1, MAX_DRAFT + 1)) + [None]
     summary = {"jitter": args.jitter, "runs": []}
     for prompt_tokens in args.prompt_tokens:

@@ -34,6 +34,14 @@ import mlx.core as mx  # noqa: E402
 from mlx_model.speculative import SpeculativeStats  # noqa: E402
 
 
+def load_trained_pair(pair: Path):
+    """(target, drafter, tokenizer) in float32 from a bench/train_pair.py output directory; exits if absent."""
+    if not (pair / "drafter" / "config.json").is_file():
+        sys.exit(f"no trained pair in {pair}: run bench/train_pair.py first")
+    target, tokenizer = mlx_model.load(pair / "target", dtype=mx.float32)
+    return target, mlx_model.load_drafter(pair / "drafter", dtype=mx.float32), tokenizer
+
+
 def held_out_prompts(tokenizer, count: int, length: int) -> list[list[int]]:
     from bench.train_pair import is_held_out, read, stdlib_files
 
@@ -172,10 +180,7 @@ def main() -> None:
     parser.add_argument("--real-shapes", action="store_true", help="also time the drafter at 12B widths")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if not (args.pair / "drafter" / "config.json").is_file():
-        sys.exit(f"no trained pair in {args.pair}: run bench/train_pair.py first")
-    target, tokenizer = mlx_model.load(args.pair / "target", dtype=mx.float32)
-    drafter = mlx_model.load_drafter(args.pair / "drafter", dtype=mx.float32)
+    target, drafter, tokenizer = load_trained_pair(args.pair)
     summary = {"blas": mlx_model.blas.describe(),
                "trained_pair": [trained_pair_bench(target, drafter, tokenizer, args, n) for n in args.prompt_tokens]}
     print(f"MLX float32 products: {summary['blas']}")
