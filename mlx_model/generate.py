@@ -10,9 +10,8 @@ import mlx.core as mx
 from mlx_model.assistant import Drafter
 from mlx_model.cache import ModelCache
 from mlx_model.gemma4 import Model
+from mlx_model.prefill import prefill, tokens_that_fit
 from mlx_model.speculative import SpeculativeStats, speculative_stream
-
-PREFILL_CHUNK = 512  # for caches that do not set their own `prefill_chunk` (the simple reference cache)
 
 
 def make_cache(model: Model, kv_bits: int | None = None, max_context: int | None = None, **options) -> ModelCache:
@@ -44,25 +43,6 @@ def sample(logits: mx.array, temperature: float, top_p: float = 1.0) -> mx.array
     return mx.random.categorical(logits, axis=-1)
 
 
-def prefill(model: Model, ids: mx.array, cache: ModelCache, chunk: int | None = None) -> mx.array:
-    """Feed ids [batch, length] into the cache in chunks; return the logits of the last position.
-
-    Chunks end at multiples of `chunk` counted from position 0 (not from where the cache starts), so a prompt
-    is cut the same way whether it is prefilled cold or after a cached prefix: with quantized pages both then
-    store identical pages. The paged cache's chunk is its page size (see `paged_cache`).
-    """
-    chunk = chunk or cache.prefill_chunk or PREFILL_CHUNK
-    cache.check_room(ids.shape[1])
-    base, last = cache.offset, ids.shape[1] - 1
-    start = 0
-    while start < last:
-        end = min(last, ((base + start) // chunk + 1) * chunk - base)
-        model.hidden_states(ids[:, start:end], cache)
-        mx.eval(cache.arrays())
-        start = end
-    return model(ids[:, -1:], cache)[:, -1, :]
-
-
 def stream_generate(model: Model, prompt_ids: Sequence[int] | mx.array, *, max_tokens: int,
                     temperature: float = 0.0, top_p: float = 1.0, stop_ids: Iterable[int] = (),
                     cache: ModelCache | None = None, seed: int | None = None, drafter: Drafter | None = None,
@@ -88,8 +68,7 @@ def stream_generate(model: Model, prompt_ids: Sequence[int] | mx.array, *, max_t
     if seed is not None:
         mx.random.seed(seed)
     cache = cache if cache is not None else make_cache(model)
-    if cache.max_context is not None:  # stop at the context limit instead of failing mid-generation
-        max_tokens = min(max_tokens, cache.max_context - cache.offset - ids.shape[1] + 1)
+    max_tokens = tokens_that_fit(cache, ids.shape[1], max_tokens)  # stop at max_context, not fail mid-way
     stops = set(stop_ids)
     logits = prefill(model, ids, cache)
     for step in range(max_tokens):

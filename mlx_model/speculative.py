@@ -21,6 +21,7 @@ import mlx.core as mx
 from mlx_model.assistant import Drafter, TargetCacheView, check_pair, target_kv_sources
 from mlx_model.cache import ModelCache
 from mlx_model.gemma4 import Model
+from mlx_model.prefill import prefill_hidden, tokens_that_fit
 
 MAX_DRAFT = 8
 
@@ -210,6 +211,7 @@ def speculative_stream(target: Model, drafter: Drafter, prompt_ids: Sequence[int
     if seed is not None:
         mx.random.seed(seed)
     cache = cache if cache is not None else target.make_cache(rollback_slack=MAX_DRAFT + 1)
+    max_tokens = tokens_that_fit(cache, ids.shape[1], max_tokens)  # so a verify forward never passes max_context
     sources = target_kv_sources(target.config)
     stops = set(stop_ids)
     sampling = temperature > 0
@@ -219,11 +221,8 @@ def speculative_stream(target: Model, drafter: Drafter, prompt_ids: Sequence[int
             return int(mx.argmax(logits, axis=-1).item())
         return int(_sample(_probabilities(logits, temperature, top_p)).item())
 
-    # Prefill: everything but the last prompt token goes into the cache; the last one starts decoding.
     start = time.perf_counter()
-    for chunk_start in range(0, ids.shape[1] - 1, 512):
-        target.hidden_states(ids[:, chunk_start:min(chunk_start + 512, ids.shape[1] - 1)], cache)
-    hidden = target.hidden_states(ids[:, -1:], cache)
+    hidden = prefill_hidden(target, ids, cache)
     token = pick(target.logits(hidden)[0, -1])
     stats.target_seconds += time.perf_counter() - start
     last_hidden = hidden[:, -1:, :]

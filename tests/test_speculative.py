@@ -246,6 +246,38 @@ def test_adaptive_policy_probes_soon_after_a_near_miss():
     assert policy.next_length() == 1  # within NEAR_BREAK_EVEN of plain: look again after PROBE_SOON steps
 
 
+def test_speculative_generation_stops_at_max_context(pair):
+    """Verify forwards add k + 1 tokens at once; generation must still stop at the limit, not fail there."""
+    target, drafter = pair
+    prompt = np.random.default_rng(5).integers(3, 256, size=30).tolist()
+    plain_cache = mlx_model.make_cache(target, max_context=40, page_size=16)
+    plain = mlx_model.generate(target, prompt, max_tokens=50, cache=plain_cache)
+    cache = mlx_model.make_cache(target, max_context=40, page_size=16)
+    spec = mlx_model.generate(target, prompt, max_tokens=50, cache=cache, drafter=drafter, draft_length=8)
+    assert spec.tokens == plain.tokens and len(spec.tokens) == 11 and spec.finish_reason == "length"
+    assert cache.offset == 40
+
+
+def test_speculative_prefill_cuts_pages_like_plain_prefill():
+    """With quantized pages, speculative and plain generation prefill identical pages (chunks end at page
+    boundaries, so a token sees earlier pages quantized either way) and give the same greedy output. The trained
+    pair: its full layer has head_dim 128, which quantizes in groups of 64."""
+    target, _ = mlx_model.load(PAIR / "target", dtype=mx.float32)
+    drafter = mlx_model.load_drafter(PAIR / "drafter", dtype=mx.float32)
+    prompt = np.random.default_rng(6).integers(3, 2048, size=150).tolist()
+    for kv_bits in (8, 4):
+        caches = [mlx_model.make_cache(target, kv_bits=kv_bits, page_size=64, rollback_slack=9) for _ in range(2)]
+        plain = mlx_model.generate(target, prompt, max_tokens=40, cache=caches[0])
+        spec = mlx_model.generate(target, prompt, max_tokens=40, drafter=drafter, draft_length=3, cache=caches[1])
+        assert spec.tokens == plain.tokens, kv_bits
+        full = [i for i, layer in enumerate(target.config.layers) if layer.attention == F]
+        for i in full:
+            first_pages = [np.array(c[i].pages[0].values[0]) for c in caches]
+            assert np.array_equal(*first_pages)
+            second_pages = [np.array(c[i].pages[1].values[0]) for c in caches]
+            assert np.array_equal(*second_pages), kv_bits
+
+
 def test_bad_draft_length_is_refused(pair):
     target, drafter = pair
     with pytest.raises(ValueError, match="draft length must be between 0 and 8"):
