@@ -11,7 +11,7 @@ from mlx_model.assistant import Drafter
 from mlx_model.cache import ModelCache
 from mlx_model.gemma4 import Model
 from mlx_model.prefill import prefill, tokens_that_fit
-from mlx_model.speculative import SpeculativeStats, speculative_stream
+from mlx_model.speculative import MAX_DRAFT, SpeculativeStats, speculative_stream
 
 
 def make_cache(model: Model, kv_bits: int | None = None, max_context: int | None = None, **options) -> ModelCache:
@@ -55,11 +55,6 @@ def stream_generate(model: Model, prompt_ids: Sequence[int] | mx.array, *, max_t
     fit raises ValueError before anything is computed). With `drafter`, tokens come from speculative decoding
     (`draft_length` None = adaptive); `stats` then collects its statistics.
     """
-    if drafter is not None:
-        yield from speculative_stream(model, drafter, prompt_ids, max_tokens=max_tokens, temperature=temperature,
-                                      top_p=top_p, stop_ids=stop_ids, cache=cache, draft_length=draft_length,
-                                      seed=seed, stats=stats)
-        return
     ids = mx.array(prompt_ids).reshape(1, -1)
     if ids.shape[1] == 0:
         raise ValueError("prompt_ids is empty: give at least one token")
@@ -67,8 +62,13 @@ def stream_generate(model: Model, prompt_ids: Sequence[int] | mx.array, *, max_t
         return
     if seed is not None:
         mx.random.seed(seed)
-    cache = cache if cache is not None else make_cache(model)
+    if cache is None:  # speculative decoding rolls back at most MAX_DRAFT + 1 tokens: smaller sliding rings
+        cache = make_cache(model, **({"rollback_slack": MAX_DRAFT + 1} if drafter is not None else {}))
     max_tokens = tokens_that_fit(cache, ids.shape[1], max_tokens)  # stop at max_context, not fail mid-way
+    if drafter is not None:
+        yield from speculative_stream(model, drafter, ids, cache, max_tokens=max_tokens, temperature=temperature,
+                                      top_p=top_p, stop_ids=stop_ids, draft_length=draft_length, stats=stats)
+        return
     stops = set(stop_ids)
     logits = prefill(model, ids, cache)
     for step in range(max_tokens):

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 import mlx.core as mx
 
 from mlx_model.assistant import Drafter, TargetCacheView, check_pair, target_kv_sources
 from mlx_model.cache import ModelCache
 from mlx_model.gemma4 import Model
-from mlx_model.prefill import prefill_hidden, tokens_that_fit
+from mlx_model.prefill import prefill_hidden
 
 MAX_DRAFT = 8
 
@@ -192,26 +192,18 @@ def accept_drafts(drafts: list[int], target_probs: mx.array | None, draft_probs:
     return n, int(_sample(target_probs[k]).item())
 
 
-def speculative_stream(target: Model, drafter: Drafter, prompt_ids: Sequence[int] | mx.array, *, max_tokens: int,
+def speculative_stream(target: Model, drafter: Drafter, ids: mx.array, cache: ModelCache, *, max_tokens: int,
                        temperature: float = 0.0, top_p: float = 1.0, stop_ids: Iterable[int] = (),
-                       cache: ModelCache | None = None, draft_length: int | None = None, seed: int | None = None,
-                       stats: SpeculativeStats | None = None) -> Iterator[int]:
-    """Yield generated tokens (batch of one), drafting with `drafter`; same contract as `stream_generate`.
+                       draft_length: int | None = None, stats: SpeculativeStats | None = None) -> Iterator[int]:
+    """Yield generated tokens for ids [1, length] (batch of one), drafting with `drafter`.
 
+    `stream_generate` calls it with its contract already applied: a non-empty prompt, the seed set, the cache
+    made and `max_tokens` cut to what fits its max_context (so a verify forward never passes it).
     `draft_length` None adapts the number of drafts per round; an int fixes it (0 = plain decoding).
     """
     check_pair(target.config, drafter)
     stats = stats if stats is not None else SpeculativeStats()
     policy = DraftLengthPolicy(draft_length)
-    ids = mx.array(prompt_ids).reshape(1, -1)
-    if ids.shape[1] == 0:
-        raise ValueError("prompt_ids is empty: give at least one token")
-    if max_tokens <= 0:
-        return
-    if seed is not None:
-        mx.random.seed(seed)
-    cache = cache if cache is not None else target.make_cache(rollback_slack=MAX_DRAFT + 1)
-    max_tokens = tokens_that_fit(cache, ids.shape[1], max_tokens)  # so a verify forward never passes max_context
     sources = target_kv_sources(target.config)
     stops = set(stop_ids)
     sampling = temperature > 0
