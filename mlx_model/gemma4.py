@@ -77,16 +77,20 @@ class Attention(nn.Module):
 
     def __call__(self, x: mx.array, offset: int, cache: LayerKVCache) -> mx.array:
         """`cache` is this layer's own cache, or for a KV-shared layer the cache of the layer it reads."""
-        batch, length, _ = x.shape
-        head_dim = self.spec.head_dim
         q = self.queries(x, offset)
         if self.spec.kv_source is None:
-            raw = self.k_proj(x).reshape(batch, length, -1, head_dim)
-            # With k_eq_v the values are the raw key projection (taken before k_norm and RoPE).
-            v = raw if self.spec.k_eq_v else self.v_proj(x).reshape(batch, length, -1, head_dim)
-            keys = self.rope(self.k_norm(raw).transpose(0, 2, 1, 3), offset)
-            cache.append(keys, self.v_norm(v).transpose(0, 2, 1, 3))
+            cache.append(*self.keys_values(x, offset))
         return self.output(cache.attend(q, offset))
+
+    def keys_values(self, x: mx.array, offset: int | mx.array) -> tuple[mx.array, mx.array]:
+        """Rotated keys and normed values [batch, kv_heads, length, head_dim] of x (layers with their own K/V)."""
+        batch, length, _ = x.shape
+        head_dim = self.spec.head_dim
+        raw = self.k_proj(x).reshape(batch, length, -1, head_dim)
+        # With k_eq_v the values are the raw key projection (taken before k_norm and RoPE).
+        v = raw if self.spec.k_eq_v else self.v_proj(x).reshape(batch, length, -1, head_dim)
+        keys = self.rope(self.k_norm(raw).transpose(0, 2, 1, 3), offset)
+        return keys, self.v_norm(v).transpose(0, 2, 1, 3)
 
     def queries(self, x: mx.array, offset: int | mx.array) -> mx.array:
         """Normed, rotated queries [batch, heads, length, head_dim] of x [batch, length, hidden]."""

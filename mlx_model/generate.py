@@ -9,6 +9,7 @@ import mlx.core as mx
 
 from mlx_model.assistant import Drafter
 from mlx_model.cache import ModelCache
+from mlx_model.compiled_step import hidden_states
 from mlx_model.gemma4 import Model
 from mlx_model.prefill import prefill, tokens_that_fit
 from mlx_model.speculative import MAX_DRAFT, SpeculativeStats, speculative_stream
@@ -78,7 +79,7 @@ def stream_generate(model: Model, prompt_ids: Sequence[int] | mx.array, *, max_t
         yield token_id
         if token_id in stops or step == max_tokens - 1:
             return
-        logits = model(token.reshape(1, 1), cache)[:, -1, :]
+        logits = model.logits(hidden_states(model, token.reshape(1, 1), cache))[:, -1, :]
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 import mlx.core as mx
 
 from mlx_model.cache import ModelCache
+from mlx_model.compiled_step import hidden_states
 from mlx_model.gemma4 import Model
 
 PREFILL_CHUNK = 512  # for caches that do not set their own `prefill_chunk` (the simple reference cache)
@@ -23,10 +24,10 @@ def prefill_hidden(model: Model, ids: mx.array, cache: ModelCache, chunk: int | 
     start = 0
     while start < last:
         end = min(last, ((base + start) // chunk + 1) * chunk - base)
-        model.hidden_states(ids[:, start:end], cache)
+        hidden_states(model, ids[:, start:end], cache)
         mx.eval(cache.arrays())
         start = end
-    return model.hidden_states(ids[:, -1:], cache)
+    return hidden_states(model, ids[:, -1:], cache)
 
 
 def prefill(model: Model, ids: mx.array, cache: ModelCache, chunk: int | None = None) -> mx.array:

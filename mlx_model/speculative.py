@@ -20,6 +20,7 @@ import mlx.core as mx
 
 from mlx_model.assistant import Drafter, TargetCacheView, check_pair, target_kv_sources
 from mlx_model.cache import ModelCache
+from mlx_model.compiled_step import hidden_states
 from mlx_model.gemma4 import Model
 from mlx_model.prefill import prefill_hidden
 
@@ -228,7 +229,7 @@ def speculative_stream(target: Model, drafter: Drafter, ids: mx.array, cache: Mo
         k = min(policy.next_length(), max_tokens - produced - 1)
         if k <= 0:  # plain step
             start = time.perf_counter()
-            hidden = target.hidden_states(mx.array([[token]]), cache)
+            hidden = hidden_states(target, mx.array([[token]]), cache)
             token = pick(target.logits(hidden)[0, -1])
             elapsed = time.perf_counter() - start
             stats.target_seconds += elapsed
@@ -263,7 +264,7 @@ def speculative_stream(target: Model, drafter: Drafter, ids: mx.array, cache: Mo
 
         # Verify [token, d1..dk] in one target forward.
         start = time.perf_counter()
-        hidden = target.hidden_states(mx.concatenate([mx.array([[token]]), drafts], axis=1), cache)
+        hidden = hidden_states(target, mx.concatenate([mx.array([[token]]), drafts], axis=1), cache)
         logits = target.logits(hidden)[0]
         target_probs = _probabilities(logits, temperature, top_p) if sampling else None
         n, token_next = accept_drafts(draft_list, target_probs,
