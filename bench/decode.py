@@ -42,8 +42,9 @@ def text_config(layers: int) -> dict:
     }
 
 
-def build_checkpoint(directory: Path, layers: int, seed: int) -> None:
-    """Random bf16 weights with the multimodal checkpoint's names (`model.language_model.*`)."""
+def build_checkpoint(directory: Path, layers: int, seed: int, text: dict | None = None) -> None:
+    """Random bf16 weights with the multimodal checkpoint's names (`model.language_model.*`); `text` replaces
+    the 12B-width text config of `layers` layers."""
     import mlx.core as mx
 
     sys.path.insert(0, str(ROOT))
@@ -51,9 +52,10 @@ def build_checkpoint(directory: Path, layers: int, seed: int) -> None:
     from mlx_model.gemma4 import Model
     from mlx.utils import tree_flatten
 
-    text = text_config(layers)
+    text = text or text_config(layers)
     config = {"model_type": "gemma4_unified", "text_config": text, "vision_config": None, "audio_config": None,
-              "architectures": ["Gemma4UnifiedForConditionalGeneration"], "tie_word_embeddings": True}
+              "architectures": ["Gemma4UnifiedForConditionalGeneration"], "tie_word_embeddings": True,
+              "vocab_size": text["vocab_size"]}
     shapes = {k: v.shape for k, v in tree_flatten(Model(TextConfig.from_dict(text)).parameters())}
     mx.random.seed(seed)
     weights = {}

@@ -181,6 +181,8 @@ def curve(target, drafter, context: int, args) -> dict:
     plain_seconds, reference_tokens = decode(target, drafter, cache, snapshot, last_token, args.tokens, "plain")
     reference = {context + i: t for i, t in enumerate(reference_tokens)}  # absolute position -> greedy token
     fraction = drafter_fraction(target, drafter, cache, snapshot, last_token, args.repeats)
+    print(f"context {context}: plain {(args.tokens - 1) / plain_seconds:.3f} tok/s, drafter step {fraction:.3f} "
+          "of a target step", file=sys.stderr, flush=True)
     rows = {}
     for alpha in args.alphas:
         seconds = {c: [] for c in configs}
@@ -200,6 +202,8 @@ def curve(target, drafter, context: int, args) -> dict:
                      "tokens_per_target_forward": stats[c].tokens_per_target_forward if c != "plain" else 1.0}
             for c in configs if c != "plain"}
         rows[str(alpha)]["plain_tps"] = (args.tokens - 1) / statistics.median(seconds["plain"])
+        print(f"context {context}, alpha {alpha}: " + ", ".join(f"{c} {row['speedup']:.2f}x"
+              for c, row in rows[str(alpha)].items() if c != "plain_tps"), file=sys.stderr, flush=True)
     return {"context": context, "plain_tps": (args.tokens - 1) / plain_seconds, "drafter_step_fraction": fraction,
             "identical_to_plain": True, "alphas": rows}
 
