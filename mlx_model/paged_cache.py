@@ -242,6 +242,14 @@ class PagedKVCache:
         keys, values = self._join()
         return keys, values, attention_mask(q_offset, queries.shape[2], 0, keys.shape[2], None)
 
+    def gathered_segments(self, queries: mx.array) -> list[tuple[int, mx.array, mx.array]]:
+        """The (first position, keys, values) chunks `attend` would go through for `queries`, evaluated, for a
+        reader that asks about one position many times (the drafter's steps in a round): rebuilding the keys
+        and dequantizing once instead of once per step."""
+        segments = list(self._segments(self._chunk(queries)))
+        mx.eval([a for _, keys, values in segments for a in (keys, values)])
+        return segments
+
     def _join(self) -> tuple[mx.array, mx.array]:
         """Keys and values of the whole context, reusing the previous join for the positions still valid."""
         reuse = 0 if self._joined is None else min(self._joined_valid, self._joined[1].shape[2])
