@@ -135,7 +135,8 @@ class Workspace:
         start = revision if include == "head" else "HEAD"
         if _git(repo, "rev-parse", "--verify", "-q", f"{start}^{{commit}}", check=False).returncode != 0:
             raise WorkspaceError(f"{start!r} is not a commit in {repo}")
-        environments = _untracked_environments(repo)
+        ignored = _ignored_entries(repo)
+        environments = [name for name in _untracked_environments(repo) if name not in ignored]
         large = _large_untracked(repo, environments) if include == "working" else []
         tree = cls._starting_tree(repo, include, index_file, start, [*environments, *large])
         head_tree = _out(repo, "rev-parse", f"{start}^{{tree}}")
@@ -151,7 +152,7 @@ class Workspace:
             _git(repo, "worktree", "remove", "--force", str(path), check=False)
             _git(repo, "branch", "-D", branch, check=False)
             raise
-        shared = tuple(dict.fromkeys([*_ignored_entries(repo), *environments, *large]))
+        shared = tuple(dict.fromkeys([*ignored, *environments, *large]))
         return cls(path, repo, _out(path, "rev-parse", "HEAD"), branch, temp_root, shared,
                    tuple(name for name in uncommitted if name))
 
