@@ -14,7 +14,7 @@ from agent.backends import BackendUnavailable
 from agent.backends.factory import make_backend
 from agent.commands.common import (UsageError, add_backend_arguments, check_backend_reachable, config_from_args,
                                    describe_arguments, error, find_repo)
-from agent.fixer import FixSetupError, fix_test, project_python
+from agent.fixer import FixSetupError, fix_test, project_python, require_sandbox
 from agent.hook import git_path
 from agent.session import Listener
 from mlx_model.chat_format import ToolCall
@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--patch {args.patch}: directory {args.patch.parent} does not exist")
         backend = make_backend(config)
         check_backend_reachable(config)
+        require_sandbox(config)
         python = project_python(repo, config)
     except (UsageError, BackendUnavailable, FixSetupError) as exc:
         return error(str(exc))
