@@ -95,7 +95,9 @@ def parse_toml(text: str, source: str, base_dir: Path) -> dict[str, Any]:
             raise ConfigError(f"{source}: unknown key {key!r}; known: {known}")
     for name in ("model", "drafter", "replay", "record", "python"):
         if isinstance(values.get(name), str):
-            values[name] = str((base_dir / Path(values[name]).expanduser()).resolve())
+            path = base_dir / Path(values[name]).expanduser()
+            # a venv's bin/python is a symlink that must stay one: resolving it would leave the environment
+            values[name] = os.path.normpath(path.absolute()) if name == "python" else str(path.resolve())
     return {name: _coerce(name, value, source) for name, value in values.items()}
 
 
