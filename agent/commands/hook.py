@@ -163,7 +163,8 @@ def check_state(args: argparse.Namespace, repo: Path, config, python, include: s
     if fix.patch:
         patches = git_path(repo, "gemma-agent/patches")
         patches.mkdir(parents=True, exist_ok=True)
-        path = patches / f"{args.type}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{revision[:8]}.patch"
+        commit = f"-{revision[:12]}" if args.type == "pre-push" else ""
+        path = patches / f"{args.type}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}{commit}.patch"
         write_atomically(path, fix.patch)
         state = "fixes" if fix.status == "fixed" else "is a partial attempt at fixing"
         print(f"gemma-agent: proposed patch ({state} {failing[0]}): {path}\n  apply it with: git apply {path}",
