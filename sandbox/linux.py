@@ -112,6 +112,9 @@ def bwrap_argv(argv: list[str], workspace: Path, limits: Limits, view: View | No
     cmd += [*_mount_points(target, hidden), "--bind", ws, target]
     cmd += _git_mounts(workspace, target, hidden, scratch)
     for source, rel in view.shared_sources() if view else ():
+        mine = os.path.join(ws, rel)
+        if os.path.lexists(mine) and os.path.isdir(mine) != os.path.isdir(source):
+            continue  # the agent's copy has another kind of entry there (a bind would fail): its own wins
         cmd += ["--ro-bind", source, os.path.join(target, rel)]
     cmd += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--size", str(limits.tmp_bytes),
             "--tmpfs", "/dev/shm",

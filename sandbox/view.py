@@ -24,7 +24,7 @@ class View:
     def shared_sources(self) -> list[tuple[str, str]]:
         """(path in the user's tree, path relative to the workspace) for each shared entry that exists."""
         root = Path(self.source or self.path)
-        return [(str(root / rel), rel) for rel in self.shared if os.path.lexists(root / rel)]
+        return [(str(root / rel), rel) for rel in self.shared if os.path.exists(root / rel)]  # no dangling links
 
 
 def missing_paths(workspace: Path, rel: str) -> list[Path]:
