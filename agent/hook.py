@@ -43,7 +43,8 @@ def hook_script(hook_type: str, mode: str) -> str:
     command = f"{shlex.quote(sys.executable)} -m agent.cli hook run --type {hook_type} --mode {mode}"
     if hook_type == "pre-push":  # the pushed refs arrive on stdin: both the chained hook and ours read them
         body = (f'refs=$(cat)\nif [ -x {chained} ]; then\n  printf "%s\\n" "$refs" | {chained} "$@" || exit $?\n'
-                f'fi\nif [ "${{GEMMA_AGENT_SKIP:-}}" = 1 ]; then exit 0; fi\nprintf "%s\\n" "$refs" | {env} {command}\n')
+                f'fi\nif [ "${{GEMMA_AGENT_SKIP:-}}" = 1 ]; then exit 0; fi\n'
+                f'printf "%s\\n" "$refs" | {env} {command}\n')
     else:
         body = (f'if [ -x {chained} ]; then\n  {chained} "$@" || exit $?\nfi\n'
                 f'if [ "${{GEMMA_AGENT_SKIP:-}}" = 1 ]; then exit 0; fi\n{env} exec {command} </dev/null\n')

@@ -145,7 +145,8 @@ def test_refused_apply_saves_the_patch_and_does_not_say_fixed(repo, tmp_path, ca
 
 def test_sigterm_during_fix_removes_the_worktree_and_branch(repo, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    (repo / ".gemma-agent.toml").write_text(f'[replay]\ndelay = 0.5\ntranscript = "{transcript(tmp_path, EDIT * 20)}"\n')
+    slow = transcript(tmp_path, EDIT * 20)
+    (repo / ".gemma-agent.toml").write_text(f'[replay]\ndelay = 0.5\ntranscript = "{slow}"\n')
     git(repo, "add", ".gemma-agent.toml")
     git(repo, "commit", "-qm", "slow replay")
     before = state(repo)
@@ -191,7 +192,8 @@ def test_option_like_test_id_missing_repo_and_a_test_command_that_cannot_start(r
     fails_with(capsys, ["fix", "--repo", str(repo), "--", "-x"], "looks like an option")
     fails_with(capsys, ["fix", "t.py::t", "--repo", "/nonexistent/repo"], "no such directory")
     line = fails_with(capsys, ["fix", "tests/test_ops.py::test_add", "--repo", str(repo), "--no-sandbox",
-                               "--test-command", "no-such-runner -q", "--replay", os.devnull], "could not run the tests")
+                               "--test-command", "no-such-runner -q", "--replay", os.devnull],
+                      "could not run the tests")
     assert "no test matched" not in line and "not found" in line
 
 

@@ -12,8 +12,14 @@ from tests.fixtures.agent.sample_repo import make_sample_repo
 from sandbox.workspace import Workspace
 
 S = '<|"|>'
-EDIT = (f"<|tool_call>call:edit_file{{path:{S}calc/ops.py{S},old:{S}return a - b{S},"
-        f"new:{S}return a + b{S}}}<tool_call|>")
+
+
+def edit(old: str, new: str) -> str:
+    """A native edit_file call on calc/ops.py."""
+    return f"<|tool_call>call:edit_file{{path:{S}calc/ops.py{S},old:{S}{old}{S},new:{S}{new}{S}}}<tool_call|>"
+
+
+EDIT = edit("return a - b", "return a + b")
 
 
 @pytest.fixture
@@ -68,8 +74,7 @@ def test_never_mode_refuses_apply_and_unknown_commands_are_reported(make_repl):
     assert repl.handle("/exit") is True
 
 
-EDIT_MUL = (f"<|tool_call>call:edit_file{{path:{S}calc/ops.py{S},old:{S}return a * b{S},"
-            f"new:{S}return b * a{S}}}<tool_call|>")
+EDIT_MUL = edit("return a * b", "return b * a")
 
 
 @pytest.fixture

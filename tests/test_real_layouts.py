@@ -22,7 +22,8 @@ EDIT = (f"<|tool_call>call:edit_file{{path:{S}src/shapes/area.py{S},old:{S}retur
         f"new:{S}return side * side{S}}}<tool_call|>")
 FILES = {
     "pyproject.toml": ('[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n\n'
-                       '[project]\nname = "shapes"\nversion = "0.1"\n\n[tool.setuptools.packages.find]\nwhere = ["src"]\n'),
+                       '[project]\nname = "shapes"\nversion = "0.1"\n\n'
+                       '[tool.setuptools.packages.find]\nwhere = ["src"]\n'),
     "src/shapes/__init__.py": "",
     "src/shapes/area.py": "def square(side):\n    return side + side\n",
     "tests/test_area.py": (

@@ -113,6 +113,7 @@ def describe_arguments(arguments: dict, limit: int = 40, show: Callable[[str], s
         start = max(0, start - 10)
         for key in ("old", "new"):
             text = shown[key]
-            shown[key] = ("..." if start else "") + text[start:start + limit] + ("..." if len(text) > start + limit else "")
+            more = "..." if len(text) > start + limit else ""
+            shown[key] = ("..." if start else "") + text[start:start + limit] + more
     return ", ".join(f"{key}={show(text if edited and key in ('old', 'new') else text[:limit])}"
                      for key, text in shown.items())
