@@ -117,15 +117,24 @@ def test_patch_of_a_non_utf8_file_is_written_as_bytes(repo, tmp_path, capsys):
     subprocess.run(["git", "apply", "--check", str(out_dir / "fix.patch")], cwd=repo, check=True)
 
 
-def test_apply_inside_a_linked_worktree(repo, tmp_path, capsys):
-    linked = tmp_path / "linked"
-    git(repo, "worktree", "add", "-q", "-b", "side", str(linked))
-    code = main(["fix", "tests/test_ops.py::test_add", "--repo", str(linked), "--no-sandbox", "--apply",
+@pytest.mark.parametrize("kind", ["linked worktree", "submodule"])
+def test_apply_where_dot_git_is_a_file(repo, tmp_path, capsys, kind):
+    if kind == "linked worktree":
+        target = tmp_path / "linked"
+        git(repo, "worktree", "add", "-q", "-b", "side", str(target))
+    else:
+        outer = tmp_path / "outer"
+        outer.mkdir()
+        git(outer, "init", "-q", "-b", "main")
+        git(outer, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(repo), "sample")
+        target = outer / "sample"
+    assert (target / ".git").is_file()
+    code = main(["fix", "tests/test_ops.py::test_add", "--repo", str(target), "--no-sandbox", "--apply",
                  "--replay", transcript(tmp_path, EDIT, "done")])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "applied to your working tree: calc/ops.py" in err
-    assert "return a + b" in (linked / "calc/ops.py").read_text()
+    assert "return a + b" in (target / "calc/ops.py").read_text()
     assert "return a - b" in (repo / "calc/ops.py").read_text()
 
 
