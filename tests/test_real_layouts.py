@@ -133,8 +133,10 @@ def test_sandboxed_commands_cannot_change_the_users_ignored_files(in_repo_layout
 
     with Workspace.create(in_repo_layout) as workspace:
         settings = tool_settings(Config(), workspace, project_python(in_repo_layout, Config()))
-        result = run("echo changed > build/answer.txt; cat build/answer.txt; pwd", settings=settings)
+        result = run("echo changed > build/answer.txt; cat build/answer.txt; pwd; git log --oneline -1",
+                     settings=settings)
     assert str(in_repo_layout) in result  # the command ran at the repository's own path
+    assert "initial" in result  # git works there (the worktree's repository is shown read-only)
     assert (in_repo_layout / "build/answer.txt").read_text() == "42\n"
     assert git(in_repo_layout, "worktree", "list").count("\n") == 1
 
