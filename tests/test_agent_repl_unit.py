@@ -7,7 +7,7 @@ import pytest
 from agent.backends.replay import ReplayBackend
 from agent.config import Config
 from agent.repl import Repl
-from mlx_model.chat_format import ToolCall
+from agent.chat_format import ToolCall
 from tests.fixtures.agent.sample_repo import make_sample_repo
 from sandbox.workspace import Workspace
 

@@ -145,7 +145,7 @@ def test_streamed_text_hides_markup_split_across_chunks():
 
 
 def test_malformed_turn_is_kept_without_its_stop_marker(tmp_path):
-    from mlx_model.chat_format import render_conversation
+    from agent.chat_format import render_conversation
     session, _ = make_session(tmp_path, ["<|tool_call>call:add_note{line: x}<tool_call|><turn|>", "ok"])
     session.ask("x")
     assert session.messages[2] == {"role": "assistant", "content": "<|tool_call>call:add_note{line: x}<tool_call|>"}

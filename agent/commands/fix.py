@@ -13,7 +13,7 @@ from agent.backends.factory import make_backend
 from agent.commands.common import UsageError, add_backend_arguments, config_from_args, error, find_repo
 from agent.fixer import FixSetupError, fix_test
 from agent.session import Listener
-from mlx_model.chat_format import ToolCall
+from agent.chat_format import ToolCall
 
 EXIT_FIXED, EXIT_NOT_FIXED, EXIT_ALREADY_PASSES = 0, 1, 3
 
