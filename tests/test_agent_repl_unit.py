@@ -66,3 +66,13 @@ def test_never_mode_refuses_apply_and_unknown_commands_are_reported(make_repl):
     assert "not applied" in text and "unknown command /frobnicate" in text
     assert "2 passed, 0 failed" in text
     assert repl.handle("/exit") is True
+
+
+def test_thinking_is_shown_dimmed():
+    from agent.repl import Console
+
+    out = io.StringIO()
+    console = Console(out)
+    console.on_thinking("pondering")
+    console.on_text("Answer")
+    assert out.getvalue() == "\x1b[2mpondering\x1b[22mAnswer"
