@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from typing import Any, Iterator
 
 from agent.chat_format import (
@@ -67,8 +68,9 @@ class _Reader:
     """Backtracking reader for Gemma 4 values: each `*_at` method yields every (value, end) reading in order of
     preference; the furthest failure is kept for the error message."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, *, greedy: bool = False):
         self.text = text
+        self.greedy = greedy  # only the first reading of every value: linear, no branching
         self.steps = 0
         self.failure = (-1, "")
         self.lenient: set[str] = set()  # tolerated irregularities met while reading
@@ -88,7 +90,6 @@ class _Reader:
         return pos
 
     def value_at(self, pos: int, depth: int) -> Iterator[tuple[Any, int]]:
-        self.tick()
         pos = self.skip(pos)
         if depth > _MAX_DEPTH:
             self.fail(pos, "arguments are nested too deeply")
@@ -102,9 +103,9 @@ class _Reader:
         elif char in "\"'":
             yield from self.quoted_at(pos)
         elif char == "{":
-            yield from self.members_at(pos + 1, depth, {}, "}")
+            yield from self.entries_at(pos + 1, depth, {}, "}")
         elif char == "[":
-            yield from self.items_at(pos + 1, depth, [])
+            yield from self.entries_at(pos + 1, depth, [], "]")
         else:
             yield from self.scalar_at(pos)
 
@@ -117,6 +118,8 @@ class _Reader:
             after = end + len(STR)
             if _STRING_END.match(self.text, after):
                 yield self.text[start:end], after
+                if self.greedy:
+                    return
             end = self.text.find(STR, end + 1)
 
     def quoted_at(self, pos: int) -> Iterator[tuple[str, int]]:
@@ -152,49 +155,53 @@ class _Reader:
         self.fail(pos, f"expected an argument name at position {pos}")
         return None
 
-    def members_at(self, pos: int, depth: int, found: dict[str, Any], close: str) -> Iterator[tuple[Any, int]]:
-        """The rest of an object (close '}') or of a parenthesized argument list (close ')')."""
-        self.tick()
-        after_comma, pos = bool(found), self.skip(pos)  # with members found, a comma led here
-        if self.text.startswith(close, pos):
-            if after_comma:
-                self.lenient.add("a trailing comma")
-            yield found, pos + 1
-            return
-        key = self.key_at(pos)
-        if key is None:
-            return
-        name, pos = key
-        pos = self.skip(pos)
-        separators = ":=" if close == ")" else ":"
-        if pos >= len(self.text) or self.text[pos] not in separators:
-            self.fail(pos, f"expected ':' after {name!r}" if pos < len(self.text) else "arguments end early "
-                      "(output cut off?)")
-            return
-        for value, end in self.value_at(pos + 1, depth + 1):
-            end = self.skip(end)
-            if self.text.startswith(",", end):
-                yield from self.members_at(end + 1, depth, {**found, name: value}, close)
-            elif self.text.startswith(close, end):
-                yield {**found, name: value}, end + 1
+    def entries_at(self, pos: int, depth: int, found: Any, close: str) -> Iterator[tuple[Any, int]]:
+        """The rest of a list (`found` a list, close ']'), an object (a dict, '}') or a parenthesized argument
+        list (a dict, ')'). Values with one reading are taken in a loop; only ambiguous ones branch."""
+        keyed = isinstance(found, dict)
+        found = dict(found) if keyed else list(found)  # ours to extend in place while values are unambiguous
+        while True:
+            after_comma, pos = bool(found), self.skip(pos)  # with entries found, a comma led here
+            if self.text.startswith(close, pos):
+                if after_comma:
+                    self.lenient.add("a trailing comma")
+                yield found, pos + 1
+                return
+            name = ""
+            if keyed:
+                key = self.key_at(pos)
+                if key is None:
+                    return
+                name, pos = key
+                pos = self.skip(pos)
+                if pos >= len(self.text) or self.text[pos] not in (":=" if close == ")" else ":"):
+                    self.fail(pos, f"expected ':' after {name!r}" if pos < len(self.text)
+                              else "arguments end early (output cut off?)")
+                    return
+                pos += 1
+            readings = self.value_at(pos, depth + 1)
+            options = list(islice(readings, 2))
+            for value, end in chain(options, readings):
+                end = self.skip(end)
+                if len(options) == 1 and self.text.startswith(",", end):
+                    if keyed:
+                        found[name] = value
+                    else:
+                        found.append(value)
+                    pos = end + 1
+                    break
+                self.tick()
+                more = {**found, name: value} if keyed else [*found, value]
+                if self.text.startswith(",", end):
+                    yield from self.entries_at(end + 1, depth, more, close)
+                elif self.text.startswith(close, end):
+                    yield more, end + 1
+                else:
+                    what = f"the value of {name!r}" if keyed else "a list item"
+                    self.fail(end, f"expected ',' or '{close}' after {what}" if end < len(self.text)
+                              else "arguments end early (output cut off?)")
             else:
-                self.fail(end, f"expected ',' or '{close}' after the value of {name!r}"
-                          if end < len(self.text) else "arguments end early (output cut off?)")
-
-    def items_at(self, pos: int, depth: int, found: list[Any]) -> Iterator[tuple[Any, int]]:
-        self.tick()
-        pos = self.skip(pos)
-        if self.text.startswith("]", pos):
-            yield found, pos + 1
-            return
-        for value, end in self.value_at(pos, depth + 1):
-            end = self.skip(end)
-            if self.text.startswith(",", end):
-                yield from self.items_at(end + 1, depth, [*found, value])
-            elif self.text.startswith("]", end):
-                yield [*found, value], end + 1
-            else:
-                self.fail(end, "expected ',' or ']' in a list")
+                return
 
     def scalar_at(self, pos: int) -> Iterator[tuple[Any, int]]:
         match = _WORD.match(self.text, pos)
@@ -228,6 +235,50 @@ def _find_outside_strings(raw: str, pos: int, marks: tuple[str, ...]) -> tuple[i
         pos = close + len(STR)
 
 
+def _read_arguments(reader: _Reader, name: re.Match | None, notes: list[str]) -> tuple[Any, int, str] | None:
+    """The arguments after the tool name and where the call ends: (arguments, resume position, what closed it
+    when not `<tool_call|>`), or None (the reader's `failure` says why). Readings rank: closed by `<tool_call|>`
+    with no stray `<tool_call|>` after it; then closed by it with one, or closed otherwise with no `<tool_call|>`
+    later; then the rest. The first reading of the best rank wins."""
+    raw = reader.text
+    if name is None:
+        reader.fail(len(raw), "missing tool name after 'call:'")
+        return None
+    after = reader.skip(name.end())
+    opener = raw[after : after + 1]
+    if opener in ("{", "("):
+        readings = reader.entries_at(after + 1, 0, {}, "}" if opener == "{" else ")")
+        note = "parenthesized call" if opener == "(" else ""
+    else:
+        readings, note = iter([({}, after)]), "call without arguments"
+    best: tuple[int, Any, int, str] | None = None  # (rank, arguments, resume position, closed by)
+    try:
+        for arguments, end in readings:
+            end = reader.skip(end)
+            if raw.startswith(CALL_END, end):
+                closed_by, end = "", end + len(CALL_END)
+                next_call = raw.find(CALL_START, end)
+                stray = 0 <= raw.find(CALL_END, end) < (next_call if next_call >= 0 else len(raw))
+                rank = 1 if stray else 0
+            elif end == len(raw) or raw.startswith((*_STOPS, CALL_START), end):
+                closed_by = next((m for m in (*_STOPS, CALL_START) if raw.startswith(m, end)), "the end of the output")
+                rank = 2 if CALL_END in raw[end:] else 1
+            else:
+                reader.fail(end, f"unexpected text after the arguments: {raw[end : end + 20]!r}")
+                continue
+            if best is None or rank < best[0]:
+                best = (rank, arguments, end, closed_by)
+            if rank == 0 or (reader.greedy and rank == 1 and closed_by):
+                break
+    except _Failed as exc:
+        reader.failure = (len(raw) + 1, str(exc))
+    if best is None or (reader.greedy and not (best[0] == 0 or (best[0] == 1 and best[3]))):
+        return None  # a greedy pass takes only a clean reading; the backtracking pass looks further
+    if note and note not in notes:
+        notes.append(note)
+    return best[1:]
+
+
 def _read_call(raw: str, start: int) -> tuple[ToolCall | None, int, str, list[str]]:
     """The call whose `<|tool_call>` is at `start`: (call or None, where scanning resumes, error, recoveries)."""
     notes: list[str] = []
@@ -240,37 +291,13 @@ def _read_call(raw: str, start: int) -> tuple[ToolCall | None, int, str, list[st
         notes.append("call without 'call:'")
     match = _NAME.match(raw, pos)
     name = match.group() if match else ""
-    reader = _Reader(raw)
-    if not match:
-        reader.fail(pos, "missing tool name after 'call:'")
-        readings: Iterator[tuple[Any, int]] = iter(())
-    else:
-        after = reader.skip(match.end())
-        opener = raw[after : after + 1]
-        if opener == "{":
-            readings = reader.members_at(after + 1, 0, {}, "}")
-        elif opener == "(":
-            notes.append("parenthesized call")
-            readings = reader.members_at(after + 1, 0, {}, ")")
-        else:
-            notes.append("call without arguments")
-            readings = iter([({}, after)])
-    try:
-        for arguments, end in readings:
-            end = reader.skip(end)
-            if raw.startswith(CALL_END, end):
-                closing = end + len(CALL_END)
-            elif end == len(raw) or raw.startswith((*_STOPS, CALL_START), end):
-                closing = end
-                what = next((m for m in (*_STOPS, CALL_START) if raw.startswith(m, end)), "the end of the output")
-                notes.append(f"call closed by {what}")
-            else:
-                reader.fail(end, f"unexpected text after the arguments: {raw[end : end + 20]!r}")
-                continue
-            notes.extend(sorted(reader.lenient))
-            return ToolCall(name, arguments), closing, "", notes
-    except _Failed as exc:
-        reader.failure = (len(raw) + 1, str(exc))
+    for greedy in (True, False):  # the first reading of every string, then every possible end of each
+        reader = _Reader(raw, greedy=greedy)
+        found = _read_arguments(reader, match, notes)
+        if found is not None:
+            arguments, closing, closed_by = found
+            notes.extend([f"call closed by {closed_by}"] if closed_by else [])
+            return ToolCall(name, arguments), closing, "", [*notes, *sorted(reader.lenient)]
     close, _ = _find_outside_strings(raw, start + len(CALL_START), (CALL_END,))
     following, _ = _find_outside_strings(raw, start + len(CALL_START), (CALL_START, *_STOPS))
     detail = reader.failure[1] or "unreadable call"
@@ -419,10 +446,10 @@ def _recover_text_calls(
             spans.append((start, end))
     if not calls:
         for match in _BARE_CALL.finditer(text):
-            reader = _Reader(text)
+            reader = _Reader(text, greedy=True)
             name = text[match.start() + len("call:") : match.end() - 1].strip()
             try:
-                arguments, end = next(reader.members_at(match.end(), 0, {}, "}"), (None, -1))
+                arguments, end = next(reader.entries_at(match.end(), 0, {}, "}"), (None, -1))
             except _Failed as exc:
                 arguments, reader.failure = None, (0, str(exc))
             if arguments is None:

@@ -222,3 +222,11 @@ def test_fuzz_random_and_truncated_outputs_never_raise(pieces, cut, in_thought):
 def test_recoveries_are_json_serializable_notes():
     parsed = parse_model_output(f"{CALL_START}call:x:read_file(path={Q}a{Q})<turn|>", {"read_file"})
     assert json.loads(json.dumps(parsed.recovered)) == parsed.recovered and len(parsed.recovered) == 3
+
+
+def test_long_calls_parse_without_deep_recursion():
+    call = ToolCall("write_file", {"lines": [f"line {i}" for i in range(5000)], "ids": list(range(5000)),
+                                   "meta": {f"k{i}": str(i) for i in range(2000)}})
+    for raw in (render_tool_call(call), render_tool_call(call).replace(CALL_END, "<turn|>")):
+        parsed = parse_model_output(raw)
+        assert parsed.calls == [call] and parsed.errors == []
