@@ -40,8 +40,17 @@ def compile_template(source: str) -> Any:
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError as exc:  # a declared dependency: only a broken install gets here
         raise TemplateError(f"jinja2 is needed to render a checkpoint's chat template ({exc})") from None
+    class Generation(jinja2.ext.Extension):
+        """`{% generation %}...{% endgeneration %}` (training templates mark the model's tokens): the body."""
+
+        tags = {"generation"}
+
+        def parse(self, parser: Any) -> Any:
+            next(parser.stream)
+            return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[jinja2.ext.loopcontrols])
+                                        extensions=[jinja2.ext.loopcontrols, Generation])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)

@@ -64,3 +64,11 @@ def test_the_official_template_keeps_ours_and_a_revision_of_it_wins(tmp_path):
     chosen = select_format(tmp_path)
     assert chosen.source == str(tmp_path) and "differs" in chosen.notice
     assert chosen.render(MESSAGES, None).endswith("<|turn>model\n")
+
+
+def test_generation_tags_and_transformers_helpers_are_understood():
+    source = ("{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{{ m.content }}"
+              "{% endgeneration %}{% else %}{{ m.content | tojson }}{% endif %}{% endfor %}"
+              "{{ strftime_now('%Y') | length }}")
+    rendered = JinjaFormat(source)([{"role": "user", "content": "ü"}, {"role": "assistant", "content": "ok"}])
+    assert rendered == '"ü"ok4'
