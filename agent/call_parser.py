@@ -307,6 +307,14 @@ def _read_call(raw: str, start: int) -> tuple[ToolCall | None, int, str, list[st
     return None, close + len(CALL_END), f"{name}: {detail}" if name else detail, notes
 
 
+def parse_call_body(body: str) -> ToolCall:
+    """One call from the text between its markers (`call:NAME{...}`); raises ValueError with a readable reason."""
+    turn = _parse(f"{CALL_START}{body}{CALL_END}", None, False)
+    if turn.errors or len(turn.calls) != 1 or turn.text:
+        raise ValueError("; ".join(turn.errors) or f"not one call: {body[:40]!r}")
+    return turn.calls[0]
+
+
 def _thought(content: str) -> str:
     return content[len("thought") :].strip() if content.startswith("thought") else content.strip()
 

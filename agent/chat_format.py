@@ -322,3 +322,12 @@ def template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def template_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     """Our tool declarations in the OpenAI shape chat templates expect."""
     return [{"type": "function", "function": tool} for tool in tools] if tools else None
+
+
+def __getattr__(name: str) -> Any:
+    """Reading turns back lives in agent.call_parser; its entry points can be imported from here too."""
+    if name in ("ParsedTurn", "parse_call_body", "parse_model_output"):
+        from agent import call_parser
+
+        return getattr(call_parser, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -230,3 +230,12 @@ def test_long_calls_parse_without_deep_recursion():
     for raw in (render_tool_call(call), render_tool_call(call).replace(CALL_END, "<turn|>")):
         parsed = parse_model_output(raw)
         assert parsed.calls == [call] and parsed.errors == []
+
+
+def test_parse_call_body_and_the_format_module_exports():
+    from agent import chat_format
+
+    assert chat_format.parse_call_body('call:run{"command": "ls -la"}') == ToolCall("run", {"command": "ls -la"})
+    with pytest.raises(ValueError, match="not a number"):
+        chat_format.parse_call_body("call:run{command: ls}")
+    assert chat_format.parse_model_output is parse_model_output
