@@ -37,6 +37,7 @@ class Config:
     context_tokens: int = 32768
     max_output_tokens: int = 2048
     approve: str = "ask"  # ask | auto | never
+    thinking: bool = False  # Gemma 4 thinking mode (the template's enable_thinking)
 
 
 # TOML layout: top-level keys plus these tables, each mapping to Config fields.
@@ -49,7 +50,7 @@ _TABLES = {
                 "context_tokens": "context_tokens", "max_output_tokens": "max_output_tokens"},
 }
 _TOP_LEVEL = {"backend": "backend", "model": "model", "drafter": "drafter", "kv_bits": "kv_bits",
-              "approve": "approve", "record": "record"}
+              "approve": "approve", "record": "record", "thinking": "thinking"}
 _CHOICES = {"backend": ("mlx", "openai", "replay"), "approve": ("ask", "auto", "never"), "kv_bits": (8, 4)}
 _POSITIVE = ("command_timeout", "max_steps", "max_tokens", "max_time", "context_tokens", "max_output_tokens")
 _TYPES = {f.name: f.type for f in fields(Config)}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlx_model.chat_format import render_conversation
+from agent.chat_format import render_conversation
 
 KEEP_RECENT_TOOL_OUTPUTS = 4  # the newest tool results always stay verbatim
 KEEP_RECENT_MESSAGES = 6  # messages kept after a summary
@@ -61,14 +61,13 @@ class ContextManager:
         if request is None:
             return None
         from agent.backends import BackendError
-        from mlx_model.chat_format import parse_model_output
 
         try:
             completion = session.backend.complete(request, session.declarations, max_tokens=self.reserve,
                                                   on_text=lambda text: None)
         except BackendError:
             return None
-        summary = parse_model_output(completion.raw).text
+        summary = completion.text
         if not summary:
             return None
         task = next((m["content"] for m in head[1:] if m["role"] == "user"), "")

@@ -30,6 +30,7 @@ class FixReport:
     steps: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    recovered_calls: int = 0  # irregular tool-call shapes read as calls (agent.call_parser)
     seconds: float = 0.0
     tests_before: dict[str, Any] = field(default_factory=dict)
     tests_after: dict[str, Any] | None = None
@@ -202,5 +203,6 @@ def fix_in_workspace(workspace: Any, test_id: str, config: Config, backend: Back
             break
     report.steps = session.usage.steps
     report.tokens_in, report.tokens_out = session.usage.tokens_in, session.usage.tokens_out
+    report.recovered_calls = session.usage.recovered_calls
     report.seconds = round(time.monotonic() - started, 3)
     return report

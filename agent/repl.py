@@ -16,7 +16,7 @@ from agent.config import Config
 from agent.context import ContextManager
 from agent.prompt import build_system_prompt
 from agent.session import Budget, Listener, Session
-from mlx_model.chat_format import ToolCall
+from agent.chat_format import ToolCall
 
 HELP = """Type a request and press Enter (Esc then Enter, or Alt-Enter, for a new line). Ctrl-C cancels the
 current generation or command; Ctrl-D exits.
@@ -36,8 +36,12 @@ def history_path() -> Path:
     return state / "gemma-agent" / "history"
 
 
+DIM, UNDIM = "\x1b[2m", "\x1b[22m"  # SGR faint on/off: thinking is shown dimmed
+
+
 class Console(Listener):
-    """Prints the session as it happens: streamed text, one line per tool call with a one-line result."""
+    """Prints the session as it happens: streamed text (thinking dimmed), one line per tool call with a one-line
+    result."""
 
     def __init__(self, out: TextIO):
         self.out = out
@@ -48,6 +52,9 @@ class Console(Listener):
 
     def on_text(self, text: str) -> None:
         self.write(text)
+
+    def on_thinking(self, text: str) -> None:
+        self.write(f"{DIM}{text}{UNDIM}")
 
     def on_turn_end(self) -> None:
         self.write("\n")

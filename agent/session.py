@@ -5,10 +5,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from agent.backends import Backend, BackendError
+from agent.backends import Backend, BackendError, Completion
+from agent.chat_format import ToolCall, assistant_messages
 from agent.context import ContextManager
-from agent.stream import VisibleText
-from mlx_model.chat_format import STOP_STRINGS, ParsedTurn, ToolCall, parse_model_output
 
 REPEAT_WARNING_AT = 3  # identical consecutive calls before the model is told it is repeating itself
 DOOM_LOOP_AT = 5  # identical consecutive calls that end the session
@@ -25,6 +24,8 @@ class Listener:
     """What a front end sees of a session. Every method is optional; the default shows nothing."""
 
     def on_text(self, text: str) -> None: ...
+
+    def on_thinking(self, text: str) -> None: ...
 
     def on_turn_end(self) -> None: ...
 
@@ -60,6 +61,7 @@ class Usage:
     tokens_in: int = 0
     tokens_out: int = 0
     steps: int = 0
+    recovered_calls: int = 0  # irregular call shapes the parser recovered (agent.call_parser)
 
 
 Approver = Callable[[ToolCall], bool]
@@ -94,6 +96,8 @@ class Session:
         self._last_signature: str | None = None
         self._repeats = 0
         self._malformed = 0
+        for notice in getattr(backend, "notices", ()):
+            self.listener.on_notice(notice)
 
     def ask(self, text: str, should_stop: Callable[[], bool] | None = None) -> Outcome:
         """Add a user message and run the loop until the model finishes or a limit is hit."""
@@ -133,37 +137,30 @@ class Session:
 
     def step(self) -> Outcome | None:
         """One model turn and its tool calls. Returns an Outcome when the run should stop."""
-        visible = VisibleText(self.listener.on_text)
         try:
             completion = self.backend.complete(
-                self.messages, self.declarations, max_tokens=self.budget.max_output_tokens, on_text=visible.feed
+                self.messages, self.declarations, max_tokens=self.budget.max_output_tokens,
+                on_text=self.listener.on_text, on_thinking=self.listener.on_thinking,
             )
         except BackendError as exc:
             self.listener.on_turn_end()
             return Outcome("backend_error", str(exc))
-        finally:
-            visible.flush()
         self.listener.on_turn_end()
         self.usage.tokens_in += completion.tokens_in
         self.usage.tokens_out += completion.tokens_out
         self.usage.steps += 1
-        parsed = parse_model_output(completion.raw, self.tool_names)
-        if parsed.errors:
-            return self._malformed_turn(completion.raw, parsed)
+        self.usage.recovered_calls += len(completion.recovered)
+        if completion.errors:
+            return self._malformed_turn(completion)
         self._malformed = 0
-        if not parsed.calls:
-            self.messages.append({"role": "assistant", "content": parsed.text})
-            return Outcome("finished", parsed.text)
-        self.messages.append({
-            "role": "assistant",
-            "content": parsed.text,
-            "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in parsed.calls],
-        })
-        for index, call in enumerate(parsed.calls):
+        self.messages.extend(assistant_messages(completion.text, completion.calls))  # thinking is never kept
+        if not completion.calls:
+            return Outcome("finished", completion.text)
+        for index, call in enumerate(completion.calls):
             try:
                 result, doom = self._execute(call)
             except KeyboardInterrupt:
-                for pending in parsed.calls[index:]:  # keep every call answered so the history stays well-formed
+                for pending in completion.calls[index:]:  # keep every call answered so the history stays well-formed
                     self.messages.append({"role": "tool", "name": pending.name, "content": "error: cancelled by the user"})
                 raise
             self.messages.append({"role": "tool", "name": call.name, "content": result})
@@ -171,14 +168,12 @@ class Session:
                 return Outcome("doom_loop", doom)
         return None
 
-    def _malformed_turn(self, raw: str, parsed: ParsedTurn) -> Outcome | None:
+    def _malformed_turn(self, completion: Completion) -> Outcome | None:
         """None of the turn's calls run (some could not be read); the model gets the errors and the expected form."""
         self._malformed += 1
-        cut = min([raw.find(stop) for stop in STOP_STRINGS if stop in raw], default=len(raw))
-        self.messages.append({"role": "assistant", "content": raw[:cut]})
-        message = parsed.error_message()
-        self.messages.append({"role": "user", "content": message})
-        self.listener.on_notice(f"malformed tool call: {'; '.join(parsed.errors)}")
+        self.messages.append({"role": "assistant", "content": completion.body})
+        self.messages.append({"role": "user", "content": completion.error_message()})
+        self.listener.on_notice(f"malformed tool call: {'; '.join(completion.errors)}")
         if self._malformed >= MALFORMED_LIMIT:
             return Outcome("doom_loop", f"the model produced malformed tool calls {self._malformed} turns in a row")
         return None

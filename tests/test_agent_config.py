@@ -96,3 +96,18 @@ def test_every_mode_fails_fast_without_weights(tmp_path, argv):
     assert result.returncode == 2
     assert "gemma-agent convert" in result.stderr and "--backend openai --base-url" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_thinking_is_off_by_default_and_set_by_config_or_flag(tmp_path, monkeypatch):
+    from agent.commands.common import config_from_args
+
+    monkeypatch.delenv("GEMMA_AGENT_MODEL", raising=False)
+    user = tmp_path / "none.toml"
+    assert load_config(None, user_config=user).thinking is False
+    write(tmp_path / "repo/.gemma-agent.toml", "thinking = true\n")
+    assert load_config(tmp_path / "repo", user_config=user).thinking is True
+    with pytest.raises(ConfigError, match="thinking must be bool"):
+        load_config(None, {"thinking": "yes"}, user_config=user)
+    args = build_parser().parse_args(["fix", "t::x", "--thinking"])
+    monkeypatch.setattr("agent.config.USER_CONFIG", user)
+    assert args.thinking is True and config_from_args(args, None).thinking is True

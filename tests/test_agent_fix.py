@@ -60,6 +60,7 @@ def test_fix_json_report_with_malformed_and_repeated_calls(repo, tmp_path, capsy
     assert report["tokens_in"] > 0 and report["tokens_out"] > 0 and report["seconds"] > 0
     assert all(line in report["patch"].splitlines() for line in EXPECTED_PATCH_LINES)
     assert "malformed tool call" in out.err
+    assert report["recovered_calls"] == 1  # the fenced JSON call
 
 
 def test_record_writes_a_transcript_that_replays_to_the_same_fix(repo, tmp_path, capsys):
@@ -124,3 +125,17 @@ def test_fix_runs_pytest_in_the_sandbox(repo, tmp_path, capsys):
     assert code == 0, out.err
     report = json.loads(out.out)
     assert report["status"] == "fixed" and report["tests_after"]["passed"] == 2
+
+
+def test_thinking_mode_keeps_thoughts_out_of_the_patch_and_the_report(repo, tmp_path, capsys):
+    outputs = [
+        "<|channel>thought\nSECRET-THOUGHT: read ops first<channel|>" + READ,
+        "SECRET-THOUGHT: a minus<channel|>" + EDIT.replace("<tool_call|>", "<turn|>"),  # after results: in thought
+        "SECRET-THOUGHT: done<channel|>Fixed add.",
+    ]
+    code = run_fix(repo, write_transcript(tmp_path / "t.jsonl", outputs), "--json", "--thinking")
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    report = json.loads(out.out)
+    assert report["status"] == "fixed" and report["recovered_calls"] == 1  # the edit closed by <turn|>
+    assert "SECRET-THOUGHT" not in out.out + out.err

@@ -5,7 +5,7 @@ import pytest
 
 from agent.backends import BackendUnavailable
 from agent.backends.mlx import MlxBackend
-from mlx_model.chat_format import render_conversation
+from agent.chat_format import render_conversation
 from tests.model_refs import GEMMA_SPECIALS, build_reference, make_tokenizer, text_config_kwargs
 
 S, F = "sliding_attention", "full_attention"
@@ -39,7 +39,7 @@ def test_second_turn_reuses_the_cache_and_matches_a_fresh_run(checkpoint):
     messages = [{"role": "system", "content": "You write code."}, {"role": "user", "content": "def add(a, b):"}]
     streamed = []
     first = backend.complete(messages, TOOLS, max_tokens=6, on_text=streamed.append)
-    assert "".join(streamed) == first.raw and first.tokens_out >= 1
+    assert "".join(streamed).strip() == first.text and first.tokens_out >= 1  # visible text only
     prompt_len = len(backend.encode_prompt(render_conversation(messages, TOOLS)))
     assert first.tokens_in == prompt_len
 
@@ -86,3 +86,19 @@ def test_prefix_reuse_and_drafter_on_the_trained_pair():
 def test_bad_drafter_fails_fast(checkpoint, tmp_path):
     with pytest.raises(BackendUnavailable, match="cannot use the drafter"):
         MlxBackend(str(checkpoint), drafter_path=str(tmp_path))
+
+
+def test_a_checkpoint_template_that_differs_is_used_and_announced(checkpoint, tmp_path):
+    """A fine-tuned variant's template (here: no empty thought channel in the generation prompt) wins."""
+    variant = shutil.copytree(checkpoint, tmp_path / "variant")
+    (variant / "chat_template.jinja").write_text(
+        "{{ bos_token }}{% for m in messages %}<|turn>{{ 'model' if m.role == 'assistant' else m.role }}\n"
+        "{{ m.content | trim }}<turn|>\n{% endfor %}{% if add_generation_prompt %}<|turn>model\n{% endif %}")
+    backend = MlxBackend(str(variant))
+    assert backend.format.source == str(variant) and "checkpoint" in backend.describe()
+    assert len(backend.notices) == 1 and "differs from the built-in" in backend.notices[0]
+    messages = [{"role": "user", "content": "def add(a, b):"}]
+    turn = backend.complete(messages, TOOLS, max_tokens=2, on_text=lambda t: None)
+    expected = "<bos><|turn>user\ndef add(a, b):<turn|>\n<|turn>model\n"
+    assert turn.tokens_in == len(backend.encode_prompt(expected))
+    assert MlxBackend(str(checkpoint)).format.source == "built-in"  # ships no template: ours

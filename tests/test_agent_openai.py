@@ -31,7 +31,11 @@ TURNS = [
 
 @pytest.fixture
 def server():
-    requests, replies = [], list(TURNS)
+    yield from serve(TURNS)
+
+
+def serve(turns):
+    requests, replies = [], list(turns)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
@@ -100,3 +104,43 @@ def test_server_errors_end_the_session_with_a_reason(server, tmp_path):
 def test_missing_url_is_actionable():
     with pytest.raises(BackendUnavailable, match="--base-url"):
         OpenAIBackend(None, "m")
+
+
+def test_structured_calls_map_directly_and_reasoning_is_thinking(tmp_path):
+    from agent.chat_format import CALL_END, STR
+
+    tricky = f'a {STR} b {CALL_END} c'  # would not survive a round trip through native text
+    turns = [
+        sse(delta(reasoning_content="The user wants "), delta(reasoning_content="a note."),
+            delta(content="Adding."),
+            delta(tool_calls=[{"index": 0, "id": "c1", "function": {
+                "name": "add_note", "arguments": json.dumps({"line": tricky})}}])),
+        sse(delta(content=f"Native text from a server without a tool parser: <|tool_call>call:read_notes{{}}"
+                          f"{CALL_END}")),
+    ]
+    server = serve(turns)
+    url, requests = next(server)
+    thoughts, texts = [], []
+    backend = OpenAIBackend(url, "m", thinking=True)
+    declared = [{"name": "add_note"}, {"name": "read_notes"}]
+    first = backend.complete([{"role": "user", "content": "x"}], declared, max_tokens=8, on_text=texts.append,
+                             on_thinking=thoughts.append)
+    assert first.calls[0].arguments == {"line": tricky} and first.text == "Adding." and first.errors == []
+    assert first.thinking == "The user wants a note." and "".join(thoughts) == first.thinking
+    assert "".join(texts) == "Adding." and requests[0]["body"]["chat_template_kwargs"] == {"enable_thinking": True}
+    second = backend.complete([{"role": "user", "content": "x"}], declared, max_tokens=8, on_text=lambda t: None)
+    assert [c.name for c in second.calls] == ["read_notes"] and "tool_call" not in second.text
+    next(server, None)
+
+
+def test_text_and_calls_of_one_turn_are_one_openai_message():
+    from agent.backends.openai import to_openai_messages
+
+    sent = to_openai_messages([
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": "Reading."},
+        {"role": "assistant", "content": "", "tool_calls": [{"name": "read_file", "arguments": {"path": "a"}}]},
+        {"role": "tool", "name": "read_file", "content": {"lines": 3}},
+    ])
+    assert sent[1]["content"] == "Reading." and sent[1]["tool_calls"][0]["function"]["name"] == "read_file"
+    assert sent[2] == {"role": "tool", "tool_call_id": "call_1", "content": '{"lines": 3}'} and len(sent) == 3

@@ -7,7 +7,7 @@ import pytest
 from agent.backends.replay import ReplayBackend
 from agent.config import Config
 from agent.repl import Repl
-from mlx_model.chat_format import ToolCall
+from agent.chat_format import ToolCall
 from tests.fixtures.agent.sample_repo import make_sample_repo
 from sandbox.workspace import Workspace
 
@@ -126,3 +126,13 @@ def test_undo_tells_the_model_what_was_reverted(two_edit_repl):
     repl.handle("swap mul")
     asked = [m for m in seen if isinstance(m, str) and m.endswith("swap mul")]
     assert len(asked) == 1 and "undid your last changes (calc/ops.py)" in asked[0]
+
+
+def test_thinking_is_shown_dimmed():
+    from agent.repl import Console
+
+    out = io.StringIO()
+    console = Console(out)
+    console.on_thinking("pondering")
+    console.on_text("Answer")
+    assert out.getvalue() == "\x1b[2mpondering\x1b[22mAnswer"

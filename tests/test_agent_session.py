@@ -145,7 +145,7 @@ def test_streamed_text_hides_markup_split_across_chunks():
 
 
 def test_malformed_turn_is_kept_without_its_stop_marker(tmp_path):
-    from mlx_model.chat_format import render_conversation
+    from agent.chat_format import render_conversation
     session, _ = make_session(tmp_path, ["<|tool_call>call:add_note{line: x}<tool_call|><turn|>", "ok"])
     session.ask("x")
     assert session.messages[2] == {"role": "assistant", "content": "<|tool_call>call:add_note{line: x}<tool_call|>"}
@@ -171,3 +171,35 @@ def test_fuzzed_model_outputs_never_crash_the_session(tmp_path):
         assert outcome.reason in {"finished", "max_steps", "doom_loop", "backend_error"}
 
     run()
+
+
+def test_history_keeps_text_then_calls_and_never_thinking(tmp_path):
+    from agent.chat_format import render_conversation
+
+    thinking = Collect()
+    thinking.on_thinking = lambda text: setattr(thinking, "thought", getattr(thinking, "thought", "") + text)
+    toolbox = Toolbox(ToolSettings(workspace=tmp_path), modules=["tests.fixtures.agent.demo_tools"])
+    backend = ReplayBackend(transcript(tmp_path, [
+        "<|channel>thought\nfirst note it<channel|>Adding." + call("add_note", line="a"),
+        "the note is there<channel|>Done.",  # thinking mode: after tool results the prompt opens the channel
+    ]), thinking=True)
+    session = Session(backend, toolbox, "system", listener=thinking)
+    assert session.ask("note a").reason == "finished"
+    assert session.messages[2:] == [
+        {"role": "assistant", "content": "Adding."},
+        {"role": "assistant", "content": "", "tool_calls": [{"name": "add_note", "arguments": {"line": "a"}}]},
+        {"role": "tool", "name": "add_note", "content": "notes.txt now has 1 line(s)"},
+        {"role": "assistant", "content": "Done."},
+    ]
+    assert thinking.thought == "first note itthe note is there" and thinking.text == "Adding.Done."
+    assert "note it" not in render_conversation(session.messages, thinking=True)
+
+
+def test_recovered_call_shapes_are_counted(tmp_path):
+    session, seen = make_session(tmp_path, [
+        f"<|tool_call>call:demo:add_note(line={S}x{S})<turn|>",  # parenthesized, namespaced, closed by <turn|>
+        call("read_notes") + "<tool_call|>",  # a stray closer
+        "ok",
+    ])
+    assert session.ask("x").reason == "finished"
+    assert seen.calls == ["add_note", "read_notes"] and session.usage.recovered_calls == 4

@@ -1,8 +1,10 @@
-"""Model backends behind one small interface: produce a model turn as raw Gemma 4 native text."""
+"""Model backends behind one small interface: produce a parsed model turn (text, calls, thinking, raw text)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
+
+from agent.call_parser import ParsedTurn
 
 TextSink = Callable[[str], None]
 
@@ -16,24 +18,31 @@ class BackendUnavailable(BackendError):
 
 
 @dataclass
-class Completion:
-    """One model turn. `raw` is in Gemma 4 native format (calls as `<|tool_call>` blocks), whatever the backend.
+class Completion(ParsedTurn):
+    """One model turn, parsed: visible `text`, `calls`, `thinking`, call `errors`, `recovered` irregularities,
+    plus `raw`, the turn in Gemma 4 native text (what `--record` writes and `replay` reads back).
 
     `tokens_in` counts the prompt tokens processed for this turn: with mlx only those after the cached prefix,
     with a server what it reports as prompt tokens (an estimate when it reports none)."""
 
-    raw: str
-    tokens_in: int
-    tokens_out: int
+    raw: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    @classmethod
+    def of(cls, turn: ParsedTurn, *, raw: str, tokens_in: int, tokens_out: int) -> "Completion":
+        return cls(**vars(turn), raw=raw, tokens_in=tokens_in, tokens_out=tokens_out)
 
 
 class Backend(Protocol):
     name: str
 
     def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, max_tokens: int, on_text: TextSink
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, max_tokens: int, on_text: TextSink,
+        on_thinking: TextSink | None = None,
     ) -> Completion:
-        """Generate the next model turn for the conversation, streaming visible text to `on_text`."""
+        """Generate the next model turn for the conversation, streaming its visible text to `on_text` and its
+        thinking (thinking mode) to `on_thinking`; tool-call markup is never streamed."""
 
     def count_tokens(self, text: str) -> int:
         """Tokens in `text` (exact with a real tokenizer, an estimate otherwise)."""

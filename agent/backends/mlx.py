@@ -5,7 +5,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.backends import BackendError, BackendUnavailable, Completion, TextSink
-from mlx_model.chat_format import STOP_STRINGS, render_conversation
+from agent.call_parser import parse_model_output
+from agent.chat_format import STOP_STRINGS, opens_thought
+from agent.chat_template import select_format
+from agent.stream import VisibleText
 
 NO_WEIGHTS_HELP = (
     "Get weights: download google/gemma-4-12B-it from Hugging Face (e.g. `hf download "
@@ -17,12 +20,16 @@ NO_WEIGHTS_HELP = (
 
 
 class MlxBackend:
-    """One `PromptCache` per session: each turn prefills only what follows the longest cached prefix (the
-    history is append-only, so that is the new turn), with the drafter when one is configured."""
+    """One `PromptCache` per session: each turn prefills only what follows the longest cached prefix, with the
+    drafter when one is configured. The history is append-only, but the exact format drops the previous
+    generation prompt's empty thought channel, so the cache rolls back to there and re-prefills the last reply.
+    Prompts use the built-in format unless the checkpoint ships a template that renders differently
+    (agent.chat_template); `notices` says so."""
 
     name = "mlx"
 
-    def __init__(self, model_path: str | None, *, drafter_path: str | None = None, kv_bits: int | None = None):
+    def __init__(self, model_path: str | None, *, drafter_path: str | None = None, kv_bits: int | None = None,
+                 thinking: bool = False):
         if not model_path:
             raise BackendUnavailable(f"no model configured for the mlx backend. {NO_WEIGHTS_HELP}")
         path = Path(model_path).expanduser()
@@ -47,6 +54,9 @@ class MlxBackend:
                 raise BackendUnavailable(f"cannot use the drafter {drafter_path}: {exc}") from None
         self.runtime = mlx_model
         self.path = path
+        self.thinking = thinking
+        self.format = select_format(path)
+        self.notices = [self.format.notice] if self.format.notice else []
         self.kv_bits = kv_bits
         self.prompts = mlx_model.PromptCache(self.model, kv_bits=kv_bits)
         stops = {self.tokenizer.token_to_id(s) for s in STOP_STRINGS}
@@ -60,35 +70,39 @@ class MlxBackend:
         return self.tokenizer.encode(text)
 
     def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, max_tokens: int, on_text: TextSink
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, max_tokens: int, on_text: TextSink,
+        on_thinking: TextSink | None = None,
     ) -> Completion:
-        prompt = self.encode_prompt(render_conversation(messages, tools))
+        text = self.format.render(messages, tools, thinking=self.thinking)
+        prompt = self.encode_prompt(text)
+        visible = VisibleText(on_text, on_thinking, in_thought=opens_thought(text))
         generated: list[int] = []
         decoder = self.runtime.StreamingDecoder(self.tokenizer)
         try:
             for token in self.prompts.stream_generate(prompt, max_tokens=max_tokens, stop_ids=self.stop_ids,
                                                       drafter=self.drafter):
                 generated.append(int(token))
-                piece = decoder.add(int(token))
-                if piece:
-                    on_text(piece)
-            tail = decoder.flush()
-            if tail:
-                on_text(tail)
+                visible.feed(decoder.add(int(token)))
+            visible.feed(decoder.flush())
         except KeyboardInterrupt:
             self.prompts.clear()  # the cache state is unknown after an interrupted step
             raise
         except Exception as exc:
             self.prompts.clear()
             raise BackendError(f"generation failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            visible.flush()
         raw = self.tokenizer.decode(generated)
-        return Completion(raw=raw, tokens_in=self.prompts.last_prefilled, tokens_out=len(generated))
+        turn = parse_model_output(raw, {tool["name"] for tool in tools}, in_thought=opens_thought(text))
+        return Completion.of(turn, raw=raw, tokens_in=self.prompts.last_prefilled, tokens_out=len(generated))
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
 
     def describe(self) -> str:
-        extras = [f"KV {self.kv_bits}-bit" if self.kv_bits else "", "drafter" if self.drafter else ""]
+        extras = [f"KV {self.kv_bits}-bit" if self.kv_bits else "", "drafter" if self.drafter else "",
+                  "thinking" if self.thinking else "",
+                  "checkpoint chat template" if self.format.source != "built-in" else ""]
         extra = ", ".join(e for e in extras if e)
         return (f"mlx, model {self.path}{' (' + extra + ')' if extra else ''}, "
                 f"{len(self.prompts.tokens)} tokens cached")

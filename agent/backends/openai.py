@@ -8,11 +8,14 @@ import urllib.request
 from typing import Any, Iterator
 
 from agent.backends import BackendError, BackendUnavailable, Completion, TextSink, estimate_tokens
-from mlx_model.chat_format import CALL_END, CALL_START, ToolCall, render_tool_call
+from agent.call_parser import ParsedTurn, parse_model_output
+from agent.chat_format import CHANNEL_END, CHANNEL_START, ToolCall, render_tool_call
+from agent.stream import VisibleText
 
 
 def to_openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Our history as OpenAI chat messages: tool calls get ids, tool results point back at them."""
+    """Our history as OpenAI chat messages: a turn's text and its calls become one assistant message, calls get
+    ids, tool results point back at them (structured results as JSON text)."""
     result: list[dict[str, Any]] = []
     pending: list[str] = []
     counter = 0
@@ -25,10 +28,16 @@ def to_openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 calls.append({"id": f"call_{counter}", "type": "function", "function": {
                     "name": call["name"], "arguments": json.dumps(call["arguments"])}})
             pending = [c["id"] for c in calls]
-            result.append({"role": "assistant", "content": message.get("content") or None, "tool_calls": calls})
+            previous = result[-1] if result else {}
+            if previous.get("role") == "assistant" and "tool_calls" not in previous:
+                previous["tool_calls"] = calls  # the text the model wrote before these calls
+            else:
+                result.append({"role": "assistant", "content": message.get("content") or None, "tool_calls": calls})
         elif role == "tool":
             call_id = pending.pop(0) if pending else f"call_{counter}"
-            result.append({"role": "tool", "tool_call_id": call_id, "content": message.get("content") or ""})
+            content = message.get("content")
+            result.append({"role": "tool", "tool_call_id": call_id,
+                           "content": content if isinstance(content, str) else json.dumps(content)})
         else:
             result.append({"role": role, "content": message.get("content") or ""})
     return result
@@ -49,11 +58,14 @@ def _sse_events(response: Any) -> Iterator[dict[str, Any]]:
 
 
 class OpenAIBackend:
-    """POSTs {base_url}/chat/completions with `tools` and `stream: true`; tool calls come back as native text."""
+    """POSTs {base_url}/chat/completions with `tools` and `stream: true`. The server's structured `tool_calls`
+    become calls directly; a server that leaves calls in the text (no tool parser) gets them parsed from it.
+    Thinking mode asks for `chat_template_kwargs.enable_thinking` and shows `reasoning_content` as thinking."""
 
     name = "openai"
 
-    def __init__(self, base_url: str | None, model_name: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 600):
+    def __init__(self, base_url: str | None, model_name: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 600,
+                 *, thinking: bool = False):
         if not base_url:
             raise BackendUnavailable(
                 "the openai backend needs a server URL: pass --base-url http://HOST:PORT/v1 "
@@ -65,6 +77,7 @@ class OpenAIBackend:
         self.model_name = model_name
         self.api_key = os.environ.get(api_key_env, "")
         self.timeout = timeout
+        self.thinking = thinking
 
     def _request(self, body: dict[str, Any]) -> urllib.request.Request:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
@@ -73,7 +86,8 @@ class OpenAIBackend:
         return urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
 
     def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, max_tokens: int, on_text: TextSink
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, max_tokens: int, on_text: TextSink,
+        on_thinking: TextSink | None = None,
     ) -> Completion:
         body = {
             "model": self.model_name,
@@ -83,16 +97,24 @@ class OpenAIBackend:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        text, calls, usage = "", {}, {}
+        if self.thinking:
+            body["chat_template_kwargs"] = {"enable_thinking": True}
+        text, thinking, calls, usage = "", "", {}, {}
+        visible = VisibleText(on_text)
         try:
             with urllib.request.urlopen(self._request(body), timeout=self.timeout) as response:
                 for event in _sse_events(response):
                     usage = event.get("usage") or usage
                     for choice in event.get("choices") or []:
                         delta = choice.get("delta") or {}
+                        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                        if reasoning:
+                            thinking += reasoning
+                            if on_thinking:
+                                on_thinking(reasoning)
                         if delta.get("content"):
                             text += delta["content"]
-                            on_text(delta["content"])
+                            visible.feed(delta["content"])
                         for part in delta.get("tool_calls") or []:
                             slot = calls.setdefault(part.get("index", len(calls)), {"name": "", "arguments": ""})
                             function = part.get("function") or {}
@@ -104,9 +126,17 @@ class OpenAIBackend:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise BackendError(f"cannot reach {self.url}: {reason} (is the server running?)") from None
-        raw = text + "".join(_native_call(slot) for _, slot in sorted(calls.items()))
-        return Completion(
-            raw=raw,
+        finally:
+            visible.flush()
+        if calls:
+            turn = _structured_turn(text, [slot for _, slot in sorted(calls.items())])
+        else:  # a server without a tool parser returns the model's native text
+            turn = parse_model_output(text, {tool["name"] for tool in tools})
+        turn.thinking = "\n\n".join(t for t in (thinking.strip(), turn.thinking) if t)
+        raw = (f"{CHANNEL_START}thought\n{thinking}{CHANNEL_END}" if thinking else "") + text + "".join(
+            render_tool_call(call) for call in turn.calls)
+        return Completion.of(
+            turn, raw=raw,
             tokens_in=int(usage.get("prompt_tokens") or estimate_tokens(json.dumps(body["messages"]))),
             tokens_out=int(usage.get("completion_tokens") or estimate_tokens(raw)),
         )
@@ -118,12 +148,17 @@ class OpenAIBackend:
         return f"openai-compatible server {self.url}, model {self.model_name}"
 
 
-def _native_call(slot: dict[str, str]) -> str:
-    """A streamed call in native form; arguments that are not a JSON object are kept so the parser reports them."""
-    try:
-        arguments = json.loads(slot["arguments"] or "{}")
-    except json.JSONDecodeError:
-        arguments = None
-    if not isinstance(arguments, dict):
-        return f"{CALL_START}call:{slot['name']}{slot['arguments']}{CALL_END}"
-    return render_tool_call(ToolCall(slot["name"], arguments))
+def _structured_turn(text: str, slots: list[dict[str, str]]) -> ParsedTurn:
+    """The server's streamed calls as calls; arguments that are not a JSON object are reported to the model."""
+    turn = ParsedTurn(text=text.strip(), body=text.strip())
+    for slot in slots:
+        try:
+            arguments = json.loads(slot["arguments"] or "{}")
+        except json.JSONDecodeError as exc:
+            turn.errors.append(f"{slot['name']}: arguments are not valid JSON ({exc.msg}): {slot['arguments'][:80]!r}")
+            continue
+        if not isinstance(arguments, dict):
+            turn.errors.append(f"{slot['name']}: arguments must be an object, got {slot['arguments'][:80]!r}")
+            continue
+        turn.calls.append(ToolCall(slot["name"], arguments))
+    return turn

@@ -17,11 +17,14 @@ class RecordingBackend:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("", encoding="utf-8")
+        self.notices = getattr(inner, "notices", [])
 
     def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, max_tokens: int, on_text: TextSink
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, max_tokens: int, on_text: TextSink,
+        on_thinking: TextSink | None = None,
     ) -> Completion:
-        completion = self.inner.complete(messages, tools, max_tokens=max_tokens, on_text=on_text)
+        completion = self.inner.complete(messages, tools, max_tokens=max_tokens, on_text=on_text,
+                                         on_thinking=on_thinking)
         with self.path.open("a", encoding="utf-8") as transcript:
             transcript.write(json.dumps(completion.raw) + "\n")
         return completion

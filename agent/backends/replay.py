@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.backends import BackendError, BackendUnavailable, Completion, TextSink, estimate_tokens
+from agent.call_parser import parse_model_output
+from agent.chat_format import opens_thought, render_conversation
+from agent.stream import VisibleText
 
 
 def load_transcript(path: str | Path) -> list[str]:
@@ -32,30 +35,36 @@ def load_transcript(path: str | Path) -> list[str]:
 
 
 class ReplayBackend:
-    """Returns the recorded outputs in order; `delay` seconds between streamed chunks mimic a live model."""
+    """Returns the recorded outputs in order, parsed as the mlx backend parses them; `delay` seconds between
+    streamed chunks mimic a live model. `thinking`: the outputs were recorded in thinking mode."""
 
     name = "replay"
 
-    def __init__(self, path: str | Path, *, delay: float = 0.0, chunk_chars: int = 8):
+    def __init__(self, path: str | Path, *, delay: float = 0.0, chunk_chars: int = 8, thinking: bool = False):
         self.path = Path(path)
         self.outputs = load_transcript(path)
         self.position = 0
         self.delay = delay
         self.chunk_chars = chunk_chars
+        self.thinking = thinking
 
     def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, max_tokens: int, on_text: TextSink
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, max_tokens: int, on_text: TextSink,
+        on_thinking: TextSink | None = None,
     ) -> Completion:
         if self.position >= len(self.outputs):
             raise BackendError(f"replay transcript {self.path} has no more outputs (used all {len(self.outputs)})")
         raw = self.outputs[self.position]
+        prompt = render_conversation(messages, tools, thinking=self.thinking)
+        visible = VisibleText(on_text, on_thinking, in_thought=opens_thought(prompt))
         for start in range(0, len(raw), self.chunk_chars):
             if self.delay:
                 time.sleep(self.delay)
-            on_text(raw[start : start + self.chunk_chars])
+            visible.feed(raw[start : start + self.chunk_chars])
+        visible.flush()
         self.position += 1  # only a turn that streamed completely is consumed; Ctrl-C leaves it for a retry
-        prompt = "".join(str(m.get("content") or "") for m in messages)
-        return Completion(raw=raw, tokens_in=estimate_tokens(prompt), tokens_out=estimate_tokens(raw))
+        turn = parse_model_output(raw, {tool["name"] for tool in tools}, in_thought=opens_thought(prompt))
+        return Completion.of(turn, raw=raw, tokens_in=estimate_tokens(prompt), tokens_out=estimate_tokens(raw))
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)

@@ -33,6 +33,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--replay", "--transcript", dest="replay", metavar="FILE", help="replay raw model outputs from FILE (JSONL); "
                                                         "implies --backend replay")
     group.add_argument("--record", metavar="FILE", help="write every raw model output to FILE (JSONL) for replay")
+    group.add_argument("--thinking", action="store_true", default=None,
+                       help="Gemma 4 thinking mode: the model reasons before answering (shown dimmed in the REPL, "
+                            "never kept in the history); default off")
     limits = parser.add_argument_group("budgets and execution")
     limits.add_argument("--max-steps", type=int, metavar="N", help="most model turns (default 30)")
     limits.add_argument("--max-tokens", type=int, metavar="N", help="most tokens in+out for the session")
@@ -64,7 +67,7 @@ def config_from_args(args: argparse.Namespace, repo: Path | None, **extra: Any) 
         "api_key_env": args.api_key_env, "replay": args.replay, "record": args.record,
         "max_steps": args.max_steps, "max_tokens": args.max_tokens, "max_time": args.max_time,
         "context_tokens": args.context_tokens, "test_command": args.test_command,
-        "sandbox": False if args.no_sandbox else None, **extra,
+        "sandbox": False if args.no_sandbox else None, "thinking": args.thinking, **extra,
     }
     for name in ("max_steps", "max_tokens", "context_tokens"):
         if overrides[name] is not None and overrides[name] < 1:

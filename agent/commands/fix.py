@@ -17,7 +17,7 @@ from agent.commands.common import (UsageError, add_backend_arguments, check_back
 from agent.fixer import FixSetupError, fix_test, project_python, require_sandbox
 from agent.hook import git_path
 from agent.session import Listener
-from mlx_model.chat_format import ToolCall
+from agent.chat_format import ToolCall
 
 EXIT_FIXED, EXIT_NOT_FIXED, EXIT_ALREADY_PASSES = 0, 1, 3
 

@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import mlx_model
-    from mlx_model.chat_format import render_conversation
+    from agent.chat_template import select_format
 
     if args.max_tokens < 1:
         print("error: --max-tokens must be at least 1", file=sys.stderr)
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {args.model} has no tokenizer.json; copy the tokenizer files of the original checkpoint "
               "into it", file=sys.stderr)
         return 2
-    text = args.prompt if args.raw else render_conversation([{"role": "user", "content": args.prompt}])
+    text = args.prompt if args.raw else select_format(args.model).render([{"role": "user", "content": args.prompt}])
     ids = tokenizer.encode(text)
     if not ids:
         print("error: the prompt is empty", file=sys.stderr)
