@@ -11,6 +11,7 @@ Nothing here is specific to one architecture; model files map names and config k
     f.tokenizer()                       # a `tokenizers.Tokenizer` whose ids match transformers on this file
     f.special_token_ids                 # {"bos": 2, "eos": 1, "unk": 3, "pad": 0} (those present)
     f.chat_template                     # `tokenizer.chat_template`, or None
+    f.save_tokenizer(directory)         # tokenizer.json + tokenizer_config.json (+ chat_template.jinja)
     unshift_norm(w)                     # llama.cpp stores Gemma RMSNorm weights as 1 + w: gives w back
 
 Quantized tensors (Q4_K, Q5_0, Q6_K, Q8_0, ...) go through the `gguf` package's `gguf.quants.dequantize`.
@@ -96,6 +97,20 @@ class GGUFFile:
             if value is not None:
                 ids[name] = int(value)
         return ids
+
+    def save_tokenizer(self, directory: str | Path) -> None:
+        """Write the tokenizer as Hugging Face files: tokenizer.json, tokenizer_config.json (special tokens, and
+        the chat template when the file has one) and chat_template.jinja."""
+        import json
+
+        directory = Path(directory)
+        self.tokenizer().save(str(directory / "tokenizer.json"))
+        tokens = self.get("tokenizer.ggml.tokens")
+        settings: dict[str, Any] = {f"{name}_token": tokens[i] for name, i in self.special_token_ids.items()}
+        if self.chat_template is not None:
+            settings["chat_template"] = self.chat_template
+            (directory / "chat_template.jinja").write_text(self.chat_template)
+        (directory / "tokenizer_config.json").write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
 
     # -- tensors --------------------------------------------------------------------------------------------
     @property

@@ -2,8 +2,13 @@
 the same file, loaded once per test session (transformers takes about a minute here)."""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
+
+import numpy as np
 
 # Mixed prose, code and non-ASCII text (every test that compares tokenizations uses it).
 MIXED_TEXT = (
@@ -54,3 +59,29 @@ def stdlib_text(chars: int) -> str:
         parts.append(source)
         total += len(source)
     return "".join(parts)[:chars]
+
+
+def _reference_cache_file(prompts: dict[str, list[int]]) -> Path:
+    import torch
+    import transformers
+
+    key = json.dumps([prompts, gguf_path().stat().st_size, transformers.__version__, torch.__version__])
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gemma-agent-tests"
+    return root / f"gemma3-270m-reference-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+
+def cached_reference(prompts: dict[str, list[int]]) -> tuple[np.ndarray, dict[str, list[int]]] | None:
+    """transformers' teacher-forced logits and greedy continuations stored by an earlier run, or None."""
+    path = _reference_cache_file(prompts)
+    if not path.is_file():
+        return None
+    data = np.load(path)
+    return data["logits"], json.loads(str(data["greedy"]))
+
+
+def store_reference(prompts: dict[str, list[int]], logits: np.ndarray, greedy: dict[str, list[int]]) -> None:
+    path = _reference_cache_file(prompts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial.npz")
+    np.savez(tmp, logits=logits, greedy=json.dumps(greedy))
+    tmp.replace(path)
