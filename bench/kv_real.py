@@ -134,7 +134,8 @@ def summarize(configs: list[Config], n: int, context: int) -> list[dict]:
     out = []
     for c in configs:
         ppl = math.exp(sum(c.nll[:n]) / n)
-        row = {"context": context, "scored": n, "config": c.name, "ppl": ppl, "ppl_delta_pct": 100 * (ppl / ref_ppl - 1)}
+        row = {"context": context, "scored": n, "config": c.name, "ppl": ppl,
+               "ppl_delta_pct": 100 * (ppl / ref_ppl - 1)}
         if c.kl:
             row["kl_mean"] = sum(c.kl[:n]) / n
             row["top1_agreement"] = sum(c.agree[:n]) / n
