@@ -1,4 +1,6 @@
 """Our MLX port of Gemma 4 12B (`gemma4_unified`): config, decoder, loader/quantizer, tokenizer, generation.
+Gemma 3 text models (`gemma3_text`, `gemma3`; `gemma3.py`) run through the same caches and generation, also
+straight from a llama.cpp GGUF (`load_gguf`).
 
     model, tokenizer = mlx_model.load("path/to/model")
     result = mlx_model.generate(model, tokenizer.encode("def add(a, b):"), max_tokens=32)
@@ -17,7 +19,8 @@ from mlx_model.cache import ModelCache  # noqa: E402
 from mlx_model.config import ConfigError, TextConfig, load_config  # noqa: E402
 from mlx_model.gemma4 import Model  # noqa: E402
 from mlx_model.generate import GenerationResult, generate, make_cache, stream_generate  # noqa: E402
-from mlx_model.loader import ModelLoadError, load_drafter, load_model, quantize_model, save_model  # noqa: E402
+from mlx_model.loader import (ModelLoadError, load_drafter, load_gguf, load_model, quantize_model,  # noqa: E402
+                              save_model)
 from mlx_model.prefix_cache import PromptCache  # noqa: E402
 from mlx_model.tokenizer import StreamingDecoder, Tokenizer  # noqa: E402
 
@@ -34,7 +37,8 @@ def load(path: str | Path, *, dtype: mx.Dtype | None = None) -> tuple[Model, Tok
 
 __all__ = [
     "ConfigError", "GenerationResult", "Model", "ModelCache", "ModelLoadError", "PromptCache", "StreamingDecoder",
-    "TextConfig", "Tokenizer", "generate", "load", "load_config", "load_drafter", "load_model", "make_cache",
+    "TextConfig", "Tokenizer", "generate", "load", "load_config", "load_drafter", "load_gguf", "load_model",
+    "make_cache",
     "quantize_model", "save_model",
     "stream_generate",
 ]

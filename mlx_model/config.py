@@ -21,6 +21,17 @@ class ConfigError(ValueError):
     """A config.json that does not describe a model this port can run."""
 
 
+def check_layers(layer_types: list[str], num_hidden_layers: int, hidden_activation: str) -> None:
+    """Raise ConfigError unless there is one known type per layer and the MLP activation is supported."""
+    if len(layer_types) != num_hidden_layers:
+        raise ConfigError(f"layer_types has {len(layer_types)} entries but num_hidden_layers is {num_hidden_layers}")
+    unknown = sorted(set(layer_types) - {SLIDING, FULL})
+    if unknown:
+        raise ConfigError(f"unsupported layer type(s) {unknown}; expected {SLIDING!r} or {FULL!r}")
+    if hidden_activation not in ("gelu_pytorch_tanh", "gelu"):
+        raise ConfigError(f"unsupported hidden_activation {hidden_activation!r}")
+
+
 @dataclass(frozen=True)
 class RopeSpec:
     rope_type: str = "default"  # "default" or "proportional"
@@ -72,18 +83,10 @@ class TextConfig:
     def __post_init__(self) -> None:
         if not self.layer_types:
             self.layer_types = [FULL if (i + 1) % 6 == 0 else SLIDING for i in range(self.num_hidden_layers)]
-        if len(self.layer_types) != self.num_hidden_layers:
-            raise ConfigError(
-                f"layer_types has {len(self.layer_types)} entries but num_hidden_layers is {self.num_hidden_layers}"
-            )
-        unknown = sorted(set(self.layer_types) - {SLIDING, FULL})
-        if unknown:
-            raise ConfigError(f"unsupported layer type(s) {unknown}; expected {SLIDING!r} or {FULL!r}")
+        check_layers(self.layer_types, self.num_hidden_layers, self.hidden_activation)
         # transformers forces the last layer to full attention; do the same so the two agree.
         self.layer_types = list(self.layer_types[:-1]) + [FULL]
         self.rope = {SLIDING: RopeSpec(), FULL: RopeSpec("proportional", 1_000_000.0, 0.25), **self.rope}
-        if self.hidden_activation not in ("gelu_pytorch_tanh", "gelu"):
-            raise ConfigError(f"unsupported hidden_activation {self.hidden_activation!r}")
         if not 0 <= self.num_kv_shared_layers < self.num_hidden_layers:
             raise ConfigError("num_kv_shared_layers must be at least 0 and less than num_hidden_layers")
         self.layers = [self._layer_spec(i) for i in range(self.num_hidden_layers)]

@@ -144,12 +144,15 @@ class DecoderLayer(nn.Module):
 
 
 class TextModel(nn.Module):
+    layer_class = DecoderLayer  # a descendant architecture (gemma3.py) swaps in its own layer and norm
+    norm_class = RMSNorm
+
     def __init__(self, config: TextConfig):
         super().__init__()
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = [DecoderLayer(config, spec) for spec in config.layers]
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.layers = [self.layer_class(config, spec) for spec in config.layers]
+        self.norm = self.norm_class(config.hidden_size, config.rms_norm_eps)
 
     def __call__(self, input_ids: mx.array, cache: ModelCache | None = None) -> mx.array:
         """Final-normed hidden states. Without a cache, a temporary one holds this call's keys and values."""
@@ -172,11 +175,13 @@ class TextModel(nn.Module):
 def make_layer_caches(config: TextConfig, rollback_slack: int | None = None, *, paged: bool = False,
                       kv_bits: int | None = None, max_context: int | None = None, page_size: int = PAGE_SIZE,
                       attention_chunk: int = ATTENTION_CHUNK,
-                      keys_from_values: dict[int, KeysFromValues] | None = None) -> ModelCache:
+                      keys_from_values: dict[int, KeysFromValues] | None = None,
+                      key_scales: str = "token") -> ModelCache:
     """One cache per layer that computes its own K/V; KV-shared layers get None (they read their source's).
 
     Simple exact caches by default; with `paged`, full layers get a `PagedKVCache` (pages of `page_size` tokens,
-    `kv_bits` None/16, 8 or 4; k_eq_v layers store only V when `keys_from_values` gives their key rebuilder)
+    `kv_bits` None/16, 8 or 4; k_eq_v layers store only V when `keys_from_values` gives their key rebuilder;
+    `key_scales` "channel" quantizes stored keys per channel, see `paged_cache.encode`)
     and sliding layers a `RingKVCache`. Bad `kv_bits` / `max_context` raise ValueError.
     """
     if not paged:
@@ -211,17 +216,19 @@ def make_layer_caches(config: TextConfig, rollback_slack: int | None = None, *, 
         else:
             layers.append(PagedKVCache(kv_bits=bits, page_size=page_size, max_context=max_context,
                                        keys_from_values=rebuild.get(index) if spec.k_eq_v else None,
-                                       attention_chunk=attention_chunk))
+                                       attention_chunk=attention_chunk, key_scales=key_scales))
     return ModelCache(layers, max_context=max_context, prefill_chunk=page_size)
 
 
 class Model(nn.Module):
     """Gemma 4 causal LM: `model(input_ids, cache)` -> softcapped logits [batch, length, vocab]."""
 
+    text_model_class = TextModel
+
     def __init__(self, config: TextConfig):
         super().__init__()
         self.config = config
-        self.model = TextModel(config)
+        self.model = self.text_model_class(config)
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 

@@ -16,8 +16,10 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from mlx_model import gemma3
 from mlx_model.config import ConfigError, load_config
 from mlx_model.gemma4 import Model
+from mlx_model.gguf import GGUFError, GGUFFile
 
 QUANT_GROUP_SIZE = 64
 SUPPORTED_BITS = (4, 8)
@@ -113,12 +115,41 @@ def load_model(path: str | Path, *, dtype: mx.Dtype | None = None) -> tuple[Mode
     if not model_dir.is_dir():
         raise ModelLoadError(f"{model_dir} is not a directory (pass a Hugging Face-layout model directory)")
     try:
-        config, raw = load_config(model_dir)
+        if _model_type(model_dir) in gemma3.MODEL_TYPES:
+            raw = json.loads((model_dir / "config.json").read_text())
+            config, model_class = gemma3.Gemma3Config.from_dict(raw), gemma3.Model
+        else:
+            (config, raw), model_class = load_config(model_dir), Model
     except ConfigError as exc:
         raise ModelLoadError(str(exc)) from None
-    model = Model(config)
-    _fill(model, Model.sanitize(load_weights(model_dir), config), raw, model_dir, dtype)
+    model = model_class(config)
+    _fill(model, model_class.sanitize(load_weights(model_dir), config), raw, model_dir, dtype)
     return model, raw
+
+
+def _model_type(model_dir: Path) -> str | None:
+    try:
+        return json.loads((model_dir / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None  # load_config reports what is wrong with the file
+
+
+def load_gguf(path: str | Path, *, dtype: mx.Dtype | None = None) -> tuple[Model, dict[str, Any], GGUFFile]:
+    """Build a model from a llama.cpp GGUF file (Gemma 3 text models), its tensors dequantized to float32 (or
+    `dtype`); returns (model, transformers-style config dict, the opened file for its tokenizer)."""
+    path = Path(path)
+    try:
+        gguf = GGUFFile(path)
+        if gguf.architecture != "gemma3":
+            raise ModelLoadError(f"{path}: GGUF architecture {gguf.architecture!r} is not supported (gemma3)")
+        raw, arrays = gemma3.from_gguf(gguf)
+        config = gemma3.Gemma3Config.from_dict(raw)
+    except (GGUFError, ConfigError) as exc:
+        raise ModelLoadError(str(exc)) from None
+    model = gemma3.Model(config)
+    weights = gemma3.Model.sanitize({k: mx.array(v) for k, v in arrays}, config)
+    _fill(model, weights, raw, path, dtype)
+    return model, raw, gguf
 
 
 def _fill(module: nn.Module, weights: dict[str, mx.array], raw_config: dict[str, Any], model_dir: Path,

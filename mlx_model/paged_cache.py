@@ -33,6 +33,7 @@ SCORE_BUDGET = 1 << 24  # fp32 score elements per chunk (64 MiB); long query blo
 EVAL_BYTES = 48 << 20  # evaluate the running softmax once this much chunk temporaries are pending
 QUANT_GROUP = 64
 ALLOWED_KV_BITS = (None, 16, 8, 4)
+KEY_SCALES = ("token", "channel")  # quantized keys: one scale per 64 dims of a token, or per 64 tokens of a dim
 
 KeysFromValues = Callable[[mx.array, int], mx.array]
 
@@ -45,18 +46,20 @@ def check_kv_bits(kv_bits: object) -> int | None:
     return None if kv_bits in (None, 16) else kv_bits
 
 
-def encode(x: mx.array, bits: int | None):
-    """Store a page tensor: as is, or quantized along its last axis (affine, groups of 64)."""
+def encode(x: mx.array, bits: int | None, per_channel: bool = False):
+    """Store a page tensor [..., tokens, dim]: as is, or quantized (affine, groups of 64) along dim, or with
+    `per_channel` along tokens (each channel of 64 consecutive tokens shares a scale: KIVI's key layout)."""
     if bits is None:
         return x
-    return tuple(mx.quantize(x, group_size=QUANT_GROUP, bits=bits))
+    return tuple(mx.quantize(x.swapaxes(-1, -2) if per_channel else x, group_size=QUANT_GROUP, bits=bits))
 
 
-def decode(stored, bits: int | None) -> mx.array:
+def decode(stored, bits: int | None, per_channel: bool = False) -> mx.array:
     if bits is None:
         return stored
     data, scales, biases = stored
-    return mx.dequantize(data, scales, biases, group_size=QUANT_GROUP, bits=bits)
+    x = mx.dequantize(data, scales, biases, group_size=QUANT_GROUP, bits=bits)
+    return x.swapaxes(-1, -2) if per_channel else x
 
 
 def stored_nbytes(stored) -> int:
@@ -86,8 +89,15 @@ class PagedKVCache:
     start = 0
 
     def __init__(self, *, kv_bits: int | None = None, page_size: int = PAGE_SIZE, max_context: int | None = None,
-                 keys_from_values: KeysFromValues | None = None, attention_chunk: int = ATTENTION_CHUNK):
+                 keys_from_values: KeysFromValues | None = None, attention_chunk: int = ATTENTION_CHUNK,
+                 key_scales: str = "token"):
         self.bits = check_kv_bits(kv_bits)
+        if key_scales not in KEY_SCALES:
+            raise ValueError(f"key_scales must be one of {KEY_SCALES}; got {key_scales!r}")
+        self.keys_per_channel = key_scales == "channel"  # stored keys quantized per channel (values per token)
+        if self.keys_per_channel and self.bits is not None and page_size % QUANT_GROUP:
+            raise ValueError(f"key_scales='channel' quantizes groups of {QUANT_GROUP} tokens: page_size must be a "
+                             f"multiple of {QUANT_GROUP}; got {page_size}")
         self.page_size = page_size
         self.max_context = max_context
         self.keys_from_values = keys_from_values
@@ -152,7 +162,8 @@ class PagedKVCache:
             keys = rest_k = None
             if self.tail_keys is not None:
                 keys, rest_k = self.tail_keys[..., :size, :], self.tail_keys[..., size:, :]
-            page = Page(None if keys is None else encode(keys, self.bits), encode(values, self.bits))
+            page = Page(None if keys is None else encode(keys, self.bits, self.keys_per_channel),
+                        encode(values, self.bits))
             self.pages.append(page)
             self._unevaluated.append(page)
             self.last_raw = None if self.bits is None else (page, keys, values)
@@ -205,7 +216,7 @@ class PagedKVCache:
                 _, self.tail_keys, self.tail_values = self.last_raw
             else:
                 self.tail_values = decode(page.values, self.bits)
-                self.tail_keys = None if page.keys is None else decode(page.keys, self.bits)
+                self.tail_keys = None if page.keys is None else decode(page.keys, self.bits, self.keys_per_channel)
             self.last_raw = None
 
     def state(self) -> tuple:
@@ -284,7 +295,8 @@ class PagedKVCache:
         for first in range(0, len(self.pages), per_chunk):
             group = self.pages[first : first + per_chunk]
             values = [decode(p.values, self.bits) for p in group]
-            keys = None if group[0].keys is None else [decode(p.keys, self.bits) for p in group]
+            keys = None if group[0].keys is None else [decode(p.keys, self.bits, self.keys_per_channel)
+                                                        for p in group]
             last_group = first + per_chunk >= len(self.pages)
             if last_group and self.tail_length and len(group) * self.page_size + self.tail_length <= chunk:
                 tail_joined = True

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,9 +20,10 @@ def add_parser(subparsers) -> None:
         description="Read a Gemma 4 checkpoint in Hugging Face layout (config.json + safetensors, the multimodal "
                     "or the text-only names), or its MTP drafter (gemma4_unified_assistant), and write an MLX checkpoint "
                     "that `gemma-agent` loads. Vision and "
-                    "audio embedders are dropped. Tokenizer files are copied along.",
+                    "audio embedders are dropped. Tokenizer files are copied along. SRC may also be a llama.cpp "
+                    "GGUF file of a Gemma 3 text model (tensors dequantized to float; tokenizer rebuilt).",
     )
-    p.add_argument("src", metavar="SRC", help="source model or drafter directory")
+    p.add_argument("src", metavar="SRC", help="source model or drafter directory, or a .gguf file")
     p.add_argument("dst", metavar="DST", help="destination directory (must not exist or be empty)")
     p.add_argument("--bits", type=int, choices=(4, 8), default=None,
                    help="quantize weights to 4 or 8 bits (affine, group size 64); default keeps full precision")
@@ -48,8 +51,13 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     print(f"loading {args.src} ...", file=sys.stderr)
     dtype = getattr(mx, args.dtype) if args.dtype else None
+    source_dir = args.src
     try:
-        if _model_type(args.src) == "gemma4_unified_assistant":  # an MTP drafter
+        if Path(args.src).is_file() and args.src.endswith(".gguf"):  # a llama.cpp GGUF (Gemma 3 text models)
+            model, raw_config, gguf = mlx_model.load_gguf(args.src, dtype=dtype)
+            source_dir = tempfile.mkdtemp(prefix="gemma-agent-tokenizer-")
+            gguf.save_tokenizer(source_dir)
+        elif _model_type(args.src) == "gemma4_unified_assistant":  # an MTP drafter
             model = mlx_model.load_drafter(args.src, dtype=dtype)
             raw_config = json.loads((Path(args.src) / "config.json").read_text())
         else:
@@ -61,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"quantizing to {args.bits} bits (group size 64) ...", file=sys.stderr)
         mlx_model.quantize_model(model, args.bits)
     print(f"writing {dst} ...", file=sys.stderr)
-    mlx_model.save_model(model, raw_config, dst, bits=args.bits, source_dir=args.src)
+    try:
+        mlx_model.save_model(model, raw_config, dst, bits=args.bits, source_dir=source_dir)
+    finally:
+        if source_dir != args.src:
+            shutil.rmtree(source_dir, ignore_errors=True)
     size = sum(f.stat().st_size for f in dst.iterdir())
     print(f"done in {time.perf_counter() - start:.1f}s: {dst} ({size / 2**30:.2f} GiB)", file=sys.stderr)
     return 0

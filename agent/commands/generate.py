@@ -7,11 +7,16 @@ import sys
 from agent.commands.model_errors import load_or_explain
 
 
+# Gemma 3's chat format (ai.google.dev/gemma/docs/core/prompt-formatting-gemma): a user turn, then the model's.
+GEMMA3_USER_TURN = "<start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\n"
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "generate", help="generate text from a local model (speed check)",
         description="Stream a completion for one prompt, then print prompt and generation tokens/s and peak "
-                    "memory (on stderr). The prompt is sent as a user turn in Gemma 4's chat format unless --raw.",
+                    "memory (on stderr). The prompt is sent as a user turn in Gemma 4's chat format unless --raw "
+                    "(Gemma 3 models: Gemma 3's turn markup; BOS always).",
     )
     p.add_argument("--model", required=True, metavar="PATH", help="model directory (Hugging Face layout or "
                    "written by `gemma-agent convert`)")
@@ -31,6 +36,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import mlx_model
     from agent.chat_template import select_format
+    from mlx_model.gemma3 import Gemma3Config
 
     if args.max_tokens < 1:
         print("error: --max-tokens must be at least 1", file=sys.stderr)
@@ -56,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {args.model} has no tokenizer.json; copy the tokenizer files of the original checkpoint "
               "into it", file=sys.stderr)
         return 2
-    text = args.prompt if args.raw else select_format(args.model).render([{"role": "user", "content": args.prompt}])
+    if isinstance(model.config, Gemma3Config):  # Gemma 3 turn markup, and its BOS even for --raw prompts
+        text = "<bos>" + (args.prompt if args.raw else GEMMA3_USER_TURN.format(args.prompt))
+    else:
+        text = args.prompt if args.raw else select_format(args.model).render([{"role": "user", "content": args.prompt}])
     ids = tokenizer.encode(text)
     if not ids:
         print("error: the prompt is empty", file=sys.stderr)
