@@ -158,7 +158,7 @@ def completion_request(body: dict, engine: Engine) -> tuple[GenRequest, list[str
 
 
 async def completion(generation: Generation, model: str) -> dict[str, Any]:
-    text = "".join(e.text if isinstance(e, Text) else "" async for e in generation.events())
+    text, _ = await generation.collect()
     finish = "length" if generation.finish_reason == "length" else "stop"
     return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": model, "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
