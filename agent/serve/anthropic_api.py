@@ -40,9 +40,12 @@ def conversation(body: dict) -> list[dict[str, Any]]:
     names: dict[str, str] = {}
     for i, message in enumerate(items):
         param = f"messages.{i}"
-        require(isinstance(message, dict) and message.get("role") in ("user", "assistant"),
+        require(isinstance(message, dict) and message.get("role") in ("user", "assistant", "system"),
                 f"{param}.role: must be user or assistant", param)
         content = message.get("content")
+        if message["role"] == "system":  # Claude Code sends extra system context as messages
+            messages.append({"role": "system", "content": block_text(content, f"{param}.content")})
+            continue
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
         require(isinstance(blocks, list), f"{param}.content: must be a string or a list of blocks", param)
         if message["role"] == "assistant":
