@@ -16,7 +16,6 @@ from agent.serve.turns import Call, Text
 
 DEFAULT_MAX_TOKENS = 4096
 SKIPPED_ITEMS = ("reasoning",)  # earlier reasoning summaries: nothing to render
-SKIPPED_TOOLS = ("web_search", "web_search_preview", "image_generation", "file_search", "code_interpreter")
 
 
 def input_messages(body: dict) -> list[dict[str, Any]]:
@@ -67,9 +66,8 @@ def response_tools(tools: Any) -> list[dict[str, Any]]:
     declarations = []
     for i, tool in enumerate(tools):
         require(isinstance(tool, dict), "each tool must be an object", f"tools[{i}]")
-        if tool.get("type") in SKIPPED_TOOLS:
-            continue  # hosted tools the client may offer; a local model cannot use them
-        require(tool.get("type") == "function", f"unsupported tool type {tool.get('type')!r}", f"tools[{i}]")
+        if tool.get("type") != "function":
+            continue  # hosted tools (web search, ...) and tool namespaces: only function tools can be rendered
         declarations.append(tool_declaration(tool.get("name"), tool.get("description"), tool.get("parameters"),
                                              f"tools[{i}]"))
     return declarations
