@@ -268,3 +268,22 @@ def test_drafter_serves_the_same_greedy_tokens(reference):
         health = get_json(f"{base}/health")
     assert reply.choices[0].message.content == reference(prompt, 24)
     assert health["drafter"] is True and health["drafter_acceptance"] > 0
+
+
+def test_tool_choice_forces_a_call_of_the_named_tool(server):
+    tools = [{"type": "function", "function": {"name": name, "description": "d", "parameters": {
+        "type": "object", "properties": {"path": {"type": "string"}}}}} for name in ("write_file", "read_file")]
+    client = oai(server)
+    for choice, name in (({"type": "function", "function": {"name": "read_file"}}, "read_file"),
+                         ("required", "")):
+        reply = client.chat.completions.create(model=MODEL, messages=user("def add(a, b):"), tools=tools,
+                                               tool_choice=choice, max_tokens=12)
+        message = reply.choices[0].message
+        if message.tool_calls:  # the small model closed the call it was made to start
+            assert reply.choices[0].finish_reason == "tool_calls"
+            assert message.tool_calls[0].function.name.startswith(name)
+        else:  # cut off inside the call: the unfinished call comes back as text, forced prefix first
+            assert message.content.startswith(f"<|tool_call>call:{name}")
+    free = client.chat.completions.create(model=MODEL, messages=user("def add(a, b):"), tools=tools,
+                                          tool_choice="none", max_tokens=12)
+    assert not (free.choices[0].message.content or "").startswith("<|tool_call>")
