@@ -9,7 +9,8 @@ from typing import Any, AsyncIterator
 from agent.serve.engine import Engine, GenRequest
 from agent.serve.errors import ApiError, require
 from agent.serve.generation import Generation
-from agent.serve.params import check_model, integer, number, resolve_tool_choice, stop_list, tool_declaration
+from agent.serve.params import (check_model, integer, number, resolve_tool_choice, stop_list, tool_declaration,
+                                tool_list)
 from agent.serve.turns import Call, Text
 
 SKIPPED_BLOCKS = ("thinking", "redacted_thinking")  # earlier reasoning: nothing to render
@@ -77,18 +78,14 @@ def conversation(body: dict) -> list[dict[str, Any]]:
     return messages
 
 
+def _custom_tool(tool: dict, param: str) -> dict[str, Any] | None:
+    if tool.get("type") not in (None, "custom"):
+        return None  # server tools (web search, ...) that a local model cannot run
+    return tool_declaration(tool.get("name"), tool.get("description"), tool.get("input_schema"), param)
+
+
 def anthropic_tools(tools: Any) -> list[dict[str, Any]]:
-    if tools is None:
-        return []
-    require(isinstance(tools, list), "tools: must be a list", "tools")
-    declarations = []
-    for i, tool in enumerate(tools):
-        require(isinstance(tool, dict), f"tools.{i}: must be an object", "tools")
-        if tool.get("type") not in (None, "custom"):
-            continue  # server tools (web search, ...) that a local model cannot run
-        declarations.append(tool_declaration(tool.get("name"), tool.get("description"), tool.get("input_schema"),
-                                             f"tools.{i}"))
-    return declarations
+    return tool_list(tools, _custom_tool)
 
 
 def _tool_choice(body: dict, tools: list[dict[str, Any]]) -> tuple[str, bool]:

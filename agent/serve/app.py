@@ -78,30 +78,28 @@ def build_app(engine: Engine, api_key: str | None = None) -> Starlette:
         await generation.start()
         return generation
 
-    async def chat(request: Request, body: dict) -> Response:
-        generation = await start(openai_api.chat_request(body, engine))
-        if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return _sse(openai_api.chat_chunks(generation, model, include_usage))
-        return JSONResponse(await openai_api.chat_completion(generation, model))
+    def generating(parse, streamed, whole):
+        """A route that parses the body into a generation request, then streams (SSE) or returns the whole."""
+        async def handler(request: Request, body: dict) -> Response:
+            generation = await start(parse(body, engine))
+            if body.get("stream"):
+                return _sse(streamed(generation, body))
+            return JSONResponse(await whole(generation, body))
+        return handler
 
-    async def completions(request: Request, body: dict) -> Response:
-        generation = await start(openai_api.completion_request(body, engine))
-        if body.get("stream"):
-            return _sse(openai_api.completion_chunks(generation, model))
-        return JSONResponse(await openai_api.completion(generation, model))
+    def include_usage(body: dict) -> bool:
+        return bool((body.get("stream_options") or {}).get("include_usage"))
 
-    async def responses(request: Request, body: dict) -> Response:
-        generation = await start(responses_api.responses_request(body, engine))
-        if body.get("stream"):
-            return _sse(responses_api.response_events(generation, model, body))
-        return JSONResponse(await responses_api.response(generation, model, body))
-
-    async def messages(request: Request, body: dict) -> Response:
-        generation = await start(anthropic_api.messages_request(body, engine))
-        if body.get("stream"):
-            return _sse(anthropic_api.message_events(generation, model))
-        return JSONResponse(await anthropic_api.message(generation, model))
+    chat = generating(openai_api.chat_request,
+                      lambda g, body: openai_api.chat_chunks(g, model, include_usage(body)),
+                      lambda g, body: openai_api.chat_completion(g, model))
+    completions = generating(openai_api.completion_request, lambda g, body: openai_api.completion_chunks(g, model),
+                             lambda g, body: openai_api.completion(g, model))
+    responses = generating(responses_api.responses_request,
+                           lambda g, body: responses_api.response_events(g, model, body),
+                           lambda g, body: responses_api.response(g, model, body))
+    messages = generating(anthropic_api.messages_request, lambda g, body: anthropic_api.message_events(g, model),
+                          lambda g, body: anthropic_api.message(g, model))
 
     async def count_tokens(request: Request, body: dict) -> Response:
         gen_request = anthropic_api.count_request(body, engine)

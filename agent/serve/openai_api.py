@@ -10,7 +10,7 @@ from agent.serve.engine import Engine, GenRequest
 from agent.serve.errors import ApiError, require
 from agent.serve.generation import Generation
 from agent.serve.params import (check_model, integer, json_arguments, number, resolve_tool_choice, stop_list,
-                                tool_declaration)
+                                tool_declaration, tool_list)
 from agent.serve.turns import Call, Text
 
 DEFAULT_MAX_TOKENS = 2048
@@ -61,18 +61,15 @@ def chat_messages(messages: Any) -> list[dict[str, Any]]:
     return result
 
 
+def _chat_tool(tool: dict, param: str) -> dict[str, Any]:
+    function = tool.get("function")
+    require(tool.get("type", "function") == "function" and isinstance(function, dict),
+            "only function tools are supported ({\"type\": \"function\", \"function\": {...}})", param)
+    return tool_declaration(function.get("name"), function.get("description"), function.get("parameters"), param)
+
+
 def chat_tools(tools: Any) -> list[dict[str, Any]]:
-    if tools is None:
-        return []
-    require(isinstance(tools, list), "tools must be a list", "tools")
-    declarations = []
-    for i, tool in enumerate(tools):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        require(isinstance(tool, dict) and tool.get("type", "function") == "function" and isinstance(function, dict),
-                "only function tools are supported ({\"type\": \"function\", \"function\": {...}})", f"tools[{i}]")
-        declarations.append(tool_declaration(function.get("name"), function.get("description"),
-                                             function.get("parameters"), f"tools[{i}]"))
-    return declarations
+    return tool_list(tools, _chat_tool)
 
 
 def sampling(body: dict, request: GenRequest) -> None:

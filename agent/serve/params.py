@@ -36,6 +36,21 @@ def stop_list(value: Any, name: str, limit: int = 16) -> list[str]:
     return value
 
 
+def tool_list(tools: Any, convert) -> list[dict[str, Any]]:
+    """Declarations for a request's `tools` list; `convert(tool, param)` gives one declaration or None to
+    skip a tool the model cannot use (hosted tools such as web search)."""
+    if tools is None:
+        return []
+    require(isinstance(tools, list), "tools must be a list", "tools")
+    declarations = []
+    for i, tool in enumerate(tools):
+        require(isinstance(tool, dict), "each tool must be an object", f"tools[{i}]")
+        declaration = convert(tool, f"tools[{i}]")
+        if declaration is not None:
+            declarations.append(declaration)
+    return declarations
+
+
 def tool_declaration(name: Any, description: Any, parameters: Any, param: str) -> dict[str, Any]:
     """A tool as the renderer takes it: {"name", "description", "parameters"}."""
     require(isinstance(name, str) and bool(name), "every tool needs a name", param)

@@ -11,7 +11,8 @@ from agent.serve.engine import Engine, GenRequest
 from agent.serve.errors import ApiError, require
 from agent.serve.generation import Generation
 from agent.serve.openai_api import content_text, sampling
-from agent.serve.params import check_model, integer, json_arguments, resolve_tool_choice, tool_declaration
+from agent.serve.params import (check_model, integer, json_arguments, resolve_tool_choice, tool_declaration,
+                                tool_list)
 from agent.serve.turns import Call, Text
 
 DEFAULT_MAX_TOKENS = 4096
@@ -59,18 +60,14 @@ def input_messages(body: dict) -> list[dict[str, Any]]:
     return messages
 
 
+def _function_tool(tool: dict, param: str) -> dict[str, Any] | None:
+    if tool.get("type") != "function":
+        return None  # hosted tools (web search, ...) and tool namespaces: only function tools can be rendered
+    return tool_declaration(tool.get("name"), tool.get("description"), tool.get("parameters"), param)
+
+
 def response_tools(tools: Any) -> list[dict[str, Any]]:
-    if tools is None:
-        return []
-    require(isinstance(tools, list), "tools must be a list", "tools")
-    declarations = []
-    for i, tool in enumerate(tools):
-        require(isinstance(tool, dict), "each tool must be an object", f"tools[{i}]")
-        if tool.get("type") != "function":
-            continue  # hosted tools (web search, ...) and tool namespaces: only function tools can be rendered
-        declarations.append(tool_declaration(tool.get("name"), tool.get("description"), tool.get("parameters"),
-                                             f"tools[{i}]"))
-    return declarations
+    return tool_list(tools, _function_tool)
 
 
 def responses_request(body: dict, engine: Engine) -> GenRequest:
