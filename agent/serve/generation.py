@@ -51,6 +51,12 @@ class Generation:
                 if self.splitter.mode == "done":
                     self.stream.cancel()  # a stop sequence or native stop: no more tokens are needed
                 item = await self._next()
+                while isinstance(item, str) and not self.stream.queue.empty():
+                    follow = self.stream.queue.get_nowait()  # coalesce pieces that arrived while we were busy
+                    if not isinstance(follow, str):
+                        self.stream.queue.put_nowait(follow)
+                        break
+                    item += follow
             for event in self.splitter.finish():
                 yield event
             self.done = item

@@ -142,7 +142,9 @@ class MlxEngine(Engine):
     def _batched_step(self) -> None:
         rows = list(self.rows)
         try:
-            logits = self.model(mx.array([[r.token] for r in rows]), BatchedCache([r.slot.cache for r in rows]))
+            # A lone stream steps its own cache directly (the same computation without the batch bookkeeping).
+            cache = rows[0].slot.cache if len(rows) == 1 else BatchedCache([r.slot.cache for r in rows])
+            logits = self.model(mx.array([[r.token] for r in rows]), cache)
             logits = logits[:, -1, :]
             greedy = mx.argmax(logits, axis=-1)
             mx.eval(greedy)
