@@ -135,9 +135,10 @@ class Engine:
 
 
 class SerialEngine(Engine):
-    """Any agent `Backend` (replay, ...), one request at a time: its `complete` streams the raw text."""
+    """Any agent `Backend` (replay, ...), one request at a time; the raw text of its turn is streamed on."""
 
     forces_prefix = False  # a backend takes messages, not a prompt it could continue
+    CHUNK_CHARS = 16
 
     def __init__(self, backend: Backend, model_id: str):
         self.backend = backend
@@ -150,17 +151,17 @@ class SerialEngine(Engine):
             return
         request = stream.request
         messages = request.messages or [{"role": "user", "content": request.text or ""}]
-
-        def on_text(piece: str) -> None:
-            if not stream.cancelled.is_set():
-                stream.put(piece)
-
         try:
             completion = self.backend.complete(messages, request.tools, max_tokens=request.max_tokens,
-                                               on_text=on_text)
+                                               on_text=lambda piece: None)
         except BackendError as exc:
             stream.put(EngineFailure(500, str(exc)))
             return
+        # The raw turn (markers included) is what the API modules read; sent in pieces, as a model streams.
+        for start in range(0, len(completion.raw), self.CHUNK_CHARS):
+            if stream.cancelled.is_set():
+                break
+            stream.put(completion.raw[start : start + self.CHUNK_CHARS])
         stream.put(Done("stop", completion.tokens_in, 0, completion.tokens_out))
 
     def describe(self) -> str:
