@@ -8,7 +8,7 @@ from agent.backends import BackendError, BackendUnavailable, Completion, TextSin
 from mlx_model.chat_format import STOP_STRINGS, render_conversation
 
 NO_WEIGHTS_HELP = (
-    "Get weights: download google/gemma-4-12B-it from Hugging Face (e.g. `huggingface-cli download "
+    "Get weights: download google/gemma-4-12B-it from Hugging Face (e.g. `hf download "
     "google/gemma-4-12B-it --local-dir ~/models/gemma-4-12B-it`), convert them with `gemma-agent convert "
     "~/models/gemma-4-12B-it ~/models/gemma-4-12b-mlx --bits 4`, then pass `--model ~/models/gemma-4-12b-mlx` or set "
     "GEMMA_AGENT_MODEL or `model = ...` in .gemma-agent.toml. Or use a server: "

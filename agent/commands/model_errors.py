@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 
 GET_WEIGHTS_HINT = (
-    "To get weights: download google/gemma-4-12B-it (Hugging Face layout) on a machine with network access, "
+    "To get weights: download google/gemma-4-12B-it on a machine with network access "
+    "(`hf download google/gemma-4-12B-it --local-dir DOWNLOADED_DIR`; huggingface_hub 2.x ships `hf`), "
     "then `gemma-agent convert DOWNLOADED_DIR ~/models/gemma-4-12b-4bit --bits 4` and pass that directory "
     "with --model."
 )
