@@ -13,6 +13,7 @@ COMMANDS = [
     "agent.commands.hook",
     "agent.commands.generate",
     "agent.commands.convert",
+    "agent.commands.serve",
 ]
 
 

@@ -27,8 +27,9 @@ def make_cache(model: Model, kv_bits: int | None = None, max_context: int | None
     return model.make_cache(kv_bits=kv_bits, max_context=max_context, **options)
 
 
-def sample(logits: mx.array, temperature: float, top_p: float = 1.0) -> mx.array:
-    """Pick the next token from logits [batch, vocab]: argmax at temperature 0, else sample (nucleus if top_p<1)."""
+def sample(logits: mx.array, temperature: float, top_p: float = 1.0, key: mx.array | None = None) -> mx.array:
+    """Pick the next token from logits [batch, vocab]: argmax at temperature 0, else sample (nucleus if top_p<1);
+    `key` (from `mx.random.key`) makes the draw independent of the global random state."""
     if temperature <= 0:
         return mx.argmax(logits, axis=-1)
     logits = logits.astype(mx.float32) / temperature
@@ -39,9 +40,9 @@ def sample(logits: mx.array, temperature: float, top_p: float = 1.0) -> mx.array
         # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
         keep = (mx.cumsum(probs, axis=-1) - probs) < top_p
         sorted_logits = mx.where(keep, sorted_logits, -mx.inf)
-        choice = mx.random.categorical(sorted_logits, axis=-1)
+        choice = mx.random.categorical(sorted_logits, axis=-1, key=key)
         return mx.take_along_axis(order, choice[..., None], axis=-1)[..., 0]
-    return mx.random.categorical(logits, axis=-1)
+    return mx.random.categorical(logits, axis=-1, key=key)
 
 
 def stream_generate(model: Model, prompt_ids: Sequence[int] | mx.array, *, max_tokens: int,

@@ -79,7 +79,10 @@ class PromptCache:
     """A reusable KV cache for a sequence of prompts that share prefixes (see the module docstring)."""
 
     def __init__(self, model: Model, kv_bits: int | None = None, max_context: int | None = None,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET, page_size: int = PAGE_SIZE):
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, page_size: int = PAGE_SIZE,
+                 store: "PromptCache | None" = None):
+        """`store`: share that cache's stored blocks and checkpoints (several live caches, e.g. one per
+        concurrent request of a server, then reuse each other's prefixes)."""
         check_kv_bits(kv_bits)
         if type(memory_budget) is not int or memory_budget <= 0:
             raise ValueError(f"memory_budget must be a positive number of bytes; got {memory_budget!r}")
@@ -92,9 +95,9 @@ class PromptCache:
         self.max_context = self.cache.max_context
         self.tokens: list[int] = []  # what the live cache holds
         self._held: list[bytes] = []  # hashes of the stored blocks the live cache's pages are
-        self.blocks: dict[bytes, Block] = {}
-        self.checkpoints: dict[bytes, Checkpoint] = {}
-        self._lru: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+        self.blocks: dict[bytes, Block] = {} if store is None else store.blocks
+        self.checkpoints: dict[bytes, Checkpoint] = {} if store is None else store.checkpoints
+        self._lru: OrderedDict[tuple[str, bytes], None] = OrderedDict() if store is None else store._lru
         self.last_reused = 0
         self.last_prefilled = 0
 
@@ -127,6 +130,17 @@ class PromptCache:
         finally:
             self.tokens = (list(prompt) + produced)[: self.cache.offset]
             self._after_call()
+
+    def commit(self, fed: Sequence[int]) -> None:
+        """Record tokens the caller fed to `self.cache` directly after `prefill` (e.g. batched decoding steps
+        through `mlx_model.batch.BatchedCache`), so later prompts can reuse them; publishes whole pages."""
+        self.tokens = (self.tokens + [int(t) for t in fed])[: self.cache.offset]
+        self._after_call()
+
+    def reset(self) -> None:
+        """Drop the live cache (after a failed step left it in an unknown state); stored blocks stay."""
+        self._release()
+        self.cache, self.tokens = make_cache(self.model, **self._options), []
 
     def generate(self, prompt_ids: Sequence[int], max_tokens: int = 256, temperature: float = 0.0, *,
                  top_p: float = 1.0, stop_ids: Iterable[int] = (), seed: int | None = None,
