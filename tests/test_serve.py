@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -11,6 +12,8 @@ import urllib.request
 import anthropic
 import openai
 import pytest
+
+import mlx_model
 
 from agent.backends.mlx import MlxBackend
 from agent.serve import fmt
@@ -78,6 +81,7 @@ def test_chat_matches_in_process_generation_streamed_and_not(server, reference):
 
 
 def test_repeated_prefix_reports_cached_tokens(server):
+    tokenizer = mlx_model.load(TARGET)[1]
     client = oai(server)
     messages = user("class Stack:\n    def push(self, item):\n        self.items.append(item)\n" * 3)
     first = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
@@ -87,9 +91,14 @@ def test_repeated_prefix_reports_cached_tokens(server):
     grown = messages + [{"role": "assistant", "content": first.choices[0].message.content},
                         {"role": "user", "content": "and pop?"}]
     third = client.chat.completions.create(model=MODEL, messages=grown, max_tokens=4)
-    assert third.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1
-    message = claude(server).messages.create(model=MODEL, max_tokens=4, messages=messages)
-    assert message.usage.cache_read_input_tokens >= first.usage.prompt_tokens - 1
+    # The generation prompt's empty thought channel is not history (the official template drops it), so the
+    # grown conversation shares the first prompt up to where that model turn opens: all of it is reused.
+    shared = os.path.commonprefix([fmt.render_prompt(messages, []), fmt.render_prompt(grown, [])])
+    assert 0 < first.usage.prompt_tokens - len(tokenizer.encode(shared)) < 20
+    shared_tokens = len(tokenizer.encode(shared))
+    assert third.usage.prompt_tokens_details.cached_tokens >= shared_tokens - 1
+    message = claude(server).messages.create(model=MODEL, max_tokens=4, messages=messages)  # back to the first
+    assert message.usage.cache_read_input_tokens >= shared_tokens - 1
     assert message.usage.input_tokens + message.usage.cache_read_input_tokens == first.usage.prompt_tokens
     assert get_json(f"{server}/health")["prefix_cache_hit_rate"] > 0
 
