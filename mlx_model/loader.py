@@ -2,7 +2,8 @@
 
 A directory holds `config.json` and `model.safetensors`, or shards listed in `model.safetensors.index.json`
 (or named `model-*.safetensors`). Quantized checkpoints written by `save_model` carry a `quantization`
-entry ({"bits", "group_size"}) in config.json and `.scales`/`.biases` tensors beside each quantized weight.
+entry ({"bits", "group_size"}) in config.json and `.scales`/`.biases` tensors beside each quantized weight;
+checkpoints of other MLX converters (per-layer bits, other modes) load too (see `quantization.py`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from mlx.utils import tree_flatten
 
 from mlx_model.config import ConfigError, load_config
 from mlx_model.gemma4 import Model
+from mlx_model.quantization import QuantizationError, quantizable, quantize_like_checkpoint
 
 QUANT_GROUP_SIZE = 64
 SUPPORTED_BITS = (4, 8)
@@ -90,20 +92,13 @@ def load_weights(model_dir: Path) -> dict[str, mx.array]:
     return weights
 
 
-def _quantized_paths(weights: dict[str, Any]) -> set[str]:
-    return {name[: -len(".scales")] for name in weights if name.endswith(".scales")}
-
-
 def quantize_model(model: nn.Module, bits: int, group_size: int = QUANT_GROUP_SIZE) -> nn.Module:
     """Quantize every Linear and embedding of a model or drafter (affine, `bits` per weight, groups of
     `group_size`) in place."""
     if bits not in SUPPORTED_BITS:
         raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {bits}")
 
-    def eligible(_path: str, module: nn.Module) -> bool:
-        return isinstance(module, (nn.Linear, nn.Embedding)) and module.weight.shape[-1] % group_size == 0
-
-    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=eligible)
+    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=lambda _p, m: quantizable(m, group_size))
     return model
 
 
@@ -117,18 +112,17 @@ def load_model(path: str | Path, *, dtype: mx.Dtype | None = None) -> tuple[Mode
     except ConfigError as exc:
         raise ModelLoadError(str(exc)) from None
     model = Model(config)
-    _fill(model, Model.sanitize(load_weights(model_dir), config), raw, model_dir, dtype)
+    _fill(model, Model.sanitize(load_weights(model_dir), config), model_dir, dtype)
     return model, raw
 
 
-def _fill(module: nn.Module, weights: dict[str, mx.array], raw_config: dict[str, Any], model_dir: Path,
-          dtype: mx.Dtype | None) -> None:
-    """Quantize `module` like the checkpoint (when its config says so), check the tensors, load them."""
-    quant = raw_config.get("quantization")
-    if quant:
-        quantized = _quantized_paths(weights)
-        nn.quantize(module, group_size=quant["group_size"], bits=quant["bits"],
-                    class_predicate=lambda p, m: p in quantized)
+def _fill(module: nn.Module, weights: dict[str, mx.array], model_dir: Path, dtype: mx.Dtype | None) -> None:
+    """Quantize `module` like the checkpoint (layer by layer, as its tensors are packed), check the tensors,
+    load them."""
+    try:
+        quantize_like_checkpoint(module, weights)
+    except QuantizationError as exc:
+        raise ModelLoadError(f"{model_dir}: {exc}") from None
     _check_tensors(module, weights, model_dir)
     if dtype is not None:
         weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()}
@@ -167,8 +161,7 @@ def load_drafter(path: str | Path, *, dtype: mx.Dtype | None = None):
     except ConfigError as exc:
         raise ModelLoadError(str(exc)) from None
     drafter = Drafter(config)
-    raw = json.loads((model_dir / "config.json").read_text())
-    _fill(drafter, Drafter.sanitize(load_weights(model_dir), config), raw, model_dir, dtype)
+    _fill(drafter, Drafter.sanitize(load_weights(model_dir), config), model_dir, dtype)
     return drafter
 
 
