@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,39 +28,27 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _model_type(src: str) -> str | None:
-    try:
-        return json.loads((Path(src) / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None  # the loader reports what is wrong with the directory
-
-
 def run(args: argparse.Namespace) -> int:
-    import mlx.core as mx
+    from tqdm import tqdm
 
-    import mlx_model
+    import mlx_model  # before mlx.core: it picks the BLAS MLX binds to
+    import mlx.core as mx
+    from mlx_model.convert import convert_checkpoint
 
     dst = Path(args.dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         print(f"error: {dst} exists and is not an empty directory; choose a new destination", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    print(f"loading {args.src} ...", file=sys.stderr)
     dtype = getattr(mx, args.dtype) if args.dtype else None
-    try:
-        if _model_type(args.src) == "gemma4_unified_assistant":  # an MTP drafter
-            model = mlx_model.load_drafter(args.src, dtype=dtype)
-            raw_config = json.loads((Path(args.src) / "config.json").read_text())
-        else:
-            model, raw_config = mlx_model.load_model(args.src, dtype=dtype)
-    except mlx_model.ModelLoadError as exc:
-        report_load_error(exc)
-        return 2
-    if args.bits:
-        print(f"quantizing to {args.bits} bits (group size 64) ...", file=sys.stderr)
-        mlx_model.quantize_model(model, args.bits)
-    print(f"writing {dst} ...", file=sys.stderr)
-    mlx_model.save_model(model, raw_config, dst, bits=args.bits, source_dir=args.src)
+    what = f", quantizing to {args.bits} bits (group size 64)" if args.bits else ""
+    print(f"converting {args.src} -> {dst}{what}, one tensor at a time ...", file=sys.stderr)
+    with tqdm(unit=" tensors", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+        try:
+            convert_checkpoint(args.src, dst, bits=args.bits, dtype=dtype, on_tensor=lambda _name: bar.update())
+        except mlx_model.ModelLoadError as exc:
+            report_load_error(exc)
+            return 2
     size = sum(f.stat().st_size for f in dst.iterdir())
     print(f"done in {time.perf_counter() - start:.1f}s: {dst} ({size / 2**30:.2f} GiB)", file=sys.stderr)
     return 0

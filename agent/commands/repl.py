@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from agent.backends import BackendUnavailable
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         repo = find_repo(args.repo)
         config = config_from_args(args, repo, approve=args.approve)
-        backend = make_backend(config)
+        backend = make_backend(config, ask=confirm_download if sys.stdin.isatty() else None)
     except (UsageError, BackendUnavailable) as exc:
         return error(str(exc))
     from sandbox.workspace import Workspace
@@ -44,3 +45,12 @@ def run(args: argparse.Namespace) -> int:
         return error(f"cannot create a workspace for {repo}: {exc}")
     with workspace:
         return run_repl(Repl(config, backend, workspace))
+
+
+def confirm_download(question: str) -> bool:
+    """Ask on the terminal before downloading weights; anything but yes declines."""
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
