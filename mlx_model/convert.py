@@ -82,6 +82,8 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = N
         raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {bits}")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise FileExistsError(f"{dst} exists and is not empty; choose a new destination")
+    if src.is_file():
+        return _atomically(dst, lambda tmp: _write_from_gguf(src, tmp, bits, dtype, on_tensor))
     if not src.is_dir():
         raise ModelLoadError(f"{src} is not a directory (pass a Hugging Face-layout model directory)")
     module, weights, raw = _skeleton(src)
@@ -102,15 +104,24 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = N
     elif "quantization" not in raw:
         config.pop("quantization", None)
 
-    tmp = dst.with_name(dst.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+
+    def write(tmp: Path) -> None:
         write_safetensors(tmp / "model.safetensors", outputs, {"format": "mlx"}, on_tensor)
         for name in TOKENIZER_FILES:
             if (src / name).is_file():
                 shutil.copy2(src / name, tmp / name)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")  # last: marks it complete
+
+    return _atomically(dst, write)
+
+
+def _atomically(dst: Path, write: Callable[[Path], None]) -> Path:
+    """Run `write` on `dst`.partial and rename it to `dst` when it returns; remove it when it fails."""
+    tmp = dst.with_name(dst.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
         if dst.exists():
             dst.rmdir()
         tmp.rename(dst)
@@ -118,6 +129,61 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = N
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dst
+
+
+def _write_from_gguf(src: Path, tmp: Path, bits: int | None, dtype: mx.Dtype | None,
+                     on_tensor: Callable[[str], None] | None) -> None:
+    """A Gemma 4 GGUF as an MLX checkpoint: tensors dequantized one at a time and written in shards of one
+    layer, the tokenizer and chat template from the file's vocabulary."""
+    from mlx_model import gemma4_gguf
+    from mlx_model.gguf import GGUFError
+
+    try:
+        gguf = gemma4_gguf.open_gemma4(src)
+        raw = gemma4_gguf.raw_config(gguf)
+        tokenizer = gemma4_gguf.tokenizer(gguf)
+    except (GGUFError, ConfigError) as exc:
+        raise ModelLoadError(str(exc)) from None
+    shards: dict[str, dict[str, mx.array]] = {}
+    for name, value in gemma4_gguf.tensors(gguf):
+        parts = name.split(".")
+        shard = parts[2] if parts[:2] == ["model", "layers"] else "rest"
+        array = mx.array(value).astype(dtype or mx.bfloat16)
+        path = name.rsplit(".", 1)[0]
+        if bits is not None and name.endswith(".weight") and array.ndim == 2 and not path.endswith("norm") \
+                and array.shape[-1] % QUANT_GROUP_SIZE == 0:
+            packed, scales, biases = mx.quantize(array, QUANT_GROUP_SIZE, bits)
+            shards.setdefault(shard, {}).update({name: packed, f"{path}.scales": scales, f"{path}.biases": biases})
+        else:
+            shards.setdefault(shard, {})[name] = array
+        if shard != "rest" and len(shards) > 1:  # a layer is complete when the next one starts
+            _flush(tmp, shards, keep=shard)
+        if on_tensor is not None:
+            on_tensor(name)
+    _flush(tmp, shards, keep=None)
+    tokenizer.backend.save(str(tmp / "tokenizer.json"))
+    settings = {"bos_token": tokenizer.id_to_token(tokenizer.bos_id) if tokenizer.bos_id is not None else None,
+                "eos_token": gguf.special_token_ids.get("eos") is not None
+                and tokenizer.id_to_token(gguf.special_token_ids["eos"]) or None}
+    (tmp / "tokenizer_config.json").write_text(json.dumps(settings))
+    if gguf.chat_template:
+        (tmp / "chat_template.jinja").write_text(gguf.chat_template)
+    if bits is not None:
+        raw["quantization"] = {"group_size": QUANT_GROUP_SIZE, "bits": bits}
+    (tmp / "config.json").write_text(json.dumps(raw, indent=2) + "\n")  # last: marks it complete
+
+
+def _flush(tmp: Path, shards: dict[str, dict[str, mx.array]], keep: str | None) -> None:
+    """Write every pending shard except `keep` as its own safetensors file; update the index."""
+    index_path = tmp / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {"weight_map": {}}
+    for shard in [s for s in shards if s != keep]:
+        tensors = shards.pop(shard)
+        filename = f"model-{len(set(index['weight_map'].values())) + 1:05d}.safetensors"
+        mx.save_safetensors(str(tmp / filename), tensors, metadata={"format": "mlx"})
+        index["weight_map"].update(dict.fromkeys(tensors, filename))
+        mx.clear_cache()
+    index_path.write_text(json.dumps(index))
 
 
 def _outputs(weights: dict[str, mx.array], targets: set[str], bits: int | None,

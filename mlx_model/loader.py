@@ -154,6 +154,10 @@ def load_drafter(path: str | Path, *, dtype: mx.Dtype | None = None):
     from mlx_model.assistant import Drafter, load_assistant_config
 
     model_dir = Path(path)
+    if model_dir.is_file():  # a GGUF file
+        from mlx_model import gemma4_gguf
+
+        return gemma4_gguf.load(model_dir, dtype=dtype)[0]
     if not model_dir.is_dir():
         raise ModelLoadError(f"{model_dir} is not a directory (pass the drafter's Hugging Face-layout directory)")
     try:
