@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable
 
-from mlx_model.sources import CONVERTED_FRACTION, HubPlan, HubRequest, Local, SourceError, fetch, locate, plan
+from mlx_model.loader import ModelLoadError
+from mlx_model.sources import (CONVERTED_FRACTION, HubPlan, HubRequest, Local, SourceError, cache_dir,
+                               check_free_space, fetch, locate, plan)
 
 DEFAULT_MODEL = "google/gemma-4-12B-it"
 DEFAULT_BITS = 4
@@ -62,6 +65,9 @@ def resolve(model: str | None, drafter: str | None, *, download: bool, ask: Ask 
     try:
         for role, hub_plan in plans.items():
             paths[role] = Local(_fetch(hub_plan, notify))
+        for role, source in paths.items():
+            if source is not None and source.is_gguf:
+                paths[role] = Local(_converted_gguf(source.path, notify))
     except SourceError as exc:
         raise WeightsError(str(exc)) from None
     drafter_path = paths["drafter"]
@@ -95,6 +101,25 @@ def _fetch(hub_plan: HubPlan, notify: Callable[[str], None]) -> Path:
     if hub_plan.needs_conversion:
         notify(f"converting {hub_plan.request.spec} to {DEFAULT_BITS}-bit into {hub_plan.converted} (once) ...")
     return fetch(hub_plan, bits=DEFAULT_BITS)
+
+
+def _converted_gguf(path: Path, notify: Callable[[str], None]) -> Path:
+    """A GGUF file (read in place) converted once to a 4-bit MLX checkpoint in gemma-agent's cache: loading the
+    GGUF itself would hold every tensor dequantized. The cache key is the file's name, size and time."""
+    from mlx_model.convert import convert_checkpoint
+
+    stat = path.stat()
+    target = cache_dir() / "converted" / f"gguf-{path.name}-{stat.st_size}-{int(stat.st_mtime)}--{DEFAULT_BITS}bit"
+    if not (target / "config.json").is_file():
+        notify(f"converting {path} to {DEFAULT_BITS}-bit into {target} (once) ...")
+        check_free_space(target.parent, int(stat.st_size * 1.2), what=f"converting {path}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        try:
+            convert_checkpoint(path, target, bits=DEFAULT_BITS)
+        except ModelLoadError as exc:
+            raise SourceError(f"cannot use {path}: {exc}") from None
+    return target
 
 
 def _auto_drafter(spec: str, source: Local | HubRequest, notify: Callable[[str], None]) -> Local | HubRequest | None:

@@ -42,7 +42,8 @@ TEXT = "def add(a, b):\n    return a + b  # adds, héllo wörld ☃ 😀\n\tprin
 @pytest.fixture(scope="module")
 def converter(tmp_path_factory) -> Path:
     """llama.cpp's convert_hf_to_gguf.py, unpacked from the llama-cpp-python sdist (downloaded once per run)."""
-    cache = Path(os.environ.get("GEMMA_AGENT_TEST_CACHE") or tmp_path_factory.mktemp("sdist"))
+    cache = Path(os.environ.get("GEMMA_AGENT_TEST_CACHE") or "~/.cache/gemma-agent-tests").expanduser()
+    cache.mkdir(parents=True, exist_ok=True)
     script = cache / "llama_cpp_python-0.3.36" / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
     if not script.is_file():
         done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps",
@@ -178,3 +179,18 @@ def test_assistant_gguf_matches_safetensors(assistant, kind, tolerance):
     for name, value in reference.items():
         error = float(mx.abs(loaded[name] - value).max())
         assert error <= tolerance * max(1.0, float(mx.abs(value).max())), name
+
+
+def test_ollama_model_runs_through_generate(target, tmp_path):
+    from tests.test_weights_sources import fake_ollama, run_cli
+
+    src, files = target
+    fake_ollama(tmp_path / "ollama", "gemma4", "tiny", files["q8_0"].read_bytes())
+    env = {"OLLAMA_MODELS": str(tmp_path / "ollama"), "GEMMA_AGENT_CACHE": str(tmp_path / "cache"),
+           "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    args = ["generate", "--model", "ollama:gemma4:tiny", "--prompt", "def add", "--max-tokens", "4", "--raw"]
+    first = run_cli(args, env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "converting" in first.stderr and "loaded " in first.stderr and "peak memory" in first.stderr
+    again = run_cli(args, env, tmp_path)
+    assert again.returncode == 0 and "converting" not in again.stderr and again.stdout == first.stdout
