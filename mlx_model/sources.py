@@ -263,16 +263,16 @@ def _is_mlx(config: Path | None) -> bool:
         return False
 
 
-def fetch(plan_: HubPlan, *, bits: int | None = 4,
+def fetch(plan_: HubPlan, *, bits: int | None = 4, convert: bool = True,
           on_convert: Callable[[str], None] | None = None) -> Path:
     """Download what `plan_` names (progress bars, resuming partial files) after checking the free disk space,
-    and convert an original checkpoint once; returns the local directory or GGUF file to load."""
+    and (with `convert`) convert an original checkpoint once; returns the local directory or GGUF file."""
     from huggingface_hub import constants, snapshot_download
 
     request = plan_.request
     hub_cache = Path(constants.HF_HUB_CACHE)
     need = plan_.missing_bytes
-    if plan_.needs_conversion:
+    if plan_.needs_conversion and convert:
         need_converted = int(plan_.total_bytes * CONVERTED_FRACTION.get(bits, 1.0))
         check_free_space(plan_.converted.parent, need_converted, what=f"converting {request.spec}")
     check_free_space(hub_cache, need, what=f"downloading {request.spec}")
@@ -289,7 +289,7 @@ def fetch(plan_: HubPlan, *, bits: int | None = 4,
         raise SourceError(offline_message(request, _brief(exc), patterns)) from None
     if request.quant is not None:
         return snapshot / next(iter(plan_.files))
-    if plan_.converted is None:
+    if plan_.converted is None or not convert:
         return snapshot
     if plan_.needs_conversion or not (plan_.converted / "config.json").is_file():
         from mlx_model.convert import convert_checkpoint
