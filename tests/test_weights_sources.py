@@ -181,3 +181,30 @@ def test_killed_convert_leaves_nothing_loadable(checkpoint, tmp_path):
     ids = mx.array([[5, 6, 7, 8]])
     assert np.array_equal(np.array(model(ids)), np.array(expected(ids)))
     assert not partial.exists()
+
+
+# -- a local hub endpoint (no network) ---------------------------------------------------------------------------
+
+def test_hub_download_fetches_only_needed_files_then_converts(tmp_path, checkpoint):
+    from tests.fake_hub import FakeHub
+
+    repo = tmp_path / "repo"
+    shutil.copytree(checkpoint, repo)
+    (repo / "original").mkdir()  # what a Google repo also holds; not needed here
+    (repo / "original" / "consolidated.pth").write_bytes(b"\0" * 4096)
+    (repo / "README.md").write_text("# model card")
+    with FakeHub({"google/gemma-4-12B-it": repo}) as hub:
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "hub"), "HOME": str(tmp_path),
+               "GEMMA_AGENT_CACHE": str(tmp_path / "ga"), "HF_HUB_DISABLE_XET": "1"}
+        args = ["generate", "--prompt", "def add", "--max-tokens", "3", "--raw", "--drafter", "none"]
+        asked = run_cli(args, env, tmp_path)
+        assert asked.returncode == 2, asked.stderr
+        size = sum(p.stat().st_size for p in checkpoint.iterdir()) / 1e9
+        assert f"google/gemma-4-12B-it: download {size:.1f} GB from huggingface.co" in asked.stderr
+        assert "--drafter none --yes`" in asked.stderr
+        done = run_cli([*args, "--yes"], env, tmp_path)
+        assert done.returncode == 0, done.stderr
+    fetched = {path.rsplit("/", 1)[-1] for method, path in hub.requests if method == "GET" and "/resolve/" in path}
+    assert "model.safetensors" in fetched and "tokenizer.json" in fetched
+    assert not fetched & {"consolidated.pth", "README.md"}
+    assert (next((tmp_path / "ga" / "converted").iterdir()) / "config.json").is_file()
