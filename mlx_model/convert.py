@@ -17,7 +17,8 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlx_model.config import ConfigError, load_config
-from mlx_model.loader import QUANT_GROUP_SIZE, SUPPORTED_BITS, TOKENIZER_FILES, ModelLoadError, load_weights
+from mlx_model.loader import (QUANT_GROUP_SIZE, SUPPORTED_BITS, TOKENIZER_FILES, ModelLoadError, _check_tensors,
+                              load_weights, write_atomically)
 from mlx_model.quantization import QuantizationError, quantizable, quantize_like_checkpoint
 
 # safetensors' dtype names (https://huggingface.co/docs/safetensors, "Format").
@@ -75,15 +76,13 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = N
                        on_tensor: Callable[[str], None] | None = None) -> Path:
     """Convert the model or drafter directory `src` into an MLX checkpoint at `dst` (optionally quantized to
     `bits`, affine, group size 64; unquantized floats cast to `dtype`). Returns `dst`."""
-    from mlx_model.loader import _check_tensors
-
     src, dst = Path(src), Path(dst)
     if bits is not None and bits not in SUPPORTED_BITS:
         raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {bits}")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise FileExistsError(f"{dst} exists and is not empty; choose a new destination")
     if src.is_file():
-        return _atomically(dst, lambda tmp: _write_from_gguf(src, tmp, bits, dtype, on_tensor))
+        return write_atomically(dst, lambda tmp: _write_from_gguf(src, tmp, bits, dtype, on_tensor))
     if not src.is_dir():
         raise ModelLoadError(f"{src} is not a directory (pass a Hugging Face-layout model directory)")
     module, weights, raw = _skeleton(src)
@@ -112,23 +111,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = N
                 shutil.copy2(src / name, tmp / name)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")  # last: marks it complete
 
-    return _atomically(dst, write)
-
-
-def _atomically(dst: Path, write: Callable[[Path], None]) -> Path:
-    """Run `write` on `dst`.partial and rename it to `dst` when it returns; remove it when it fails."""
-    tmp = dst.with_name(dst.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        write(tmp)
-        if dst.exists():
-            dst.rmdir()
-        tmp.rename(dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dst
+    return write_atomically(dst, write)
 
 
 def _write_from_gguf(src: Path, tmp: Path, bits: int | None, dtype: mx.Dtype | None,

@@ -11,7 +11,7 @@ import json
 import shutil
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -178,21 +178,31 @@ def save_model(model: nn.Module, raw_config: dict[str, Any], dst: str | Path, *,
     dst = Path(dst)
     if dst.exists() and any(dst.iterdir()):
         raise FileExistsError(f"{dst} exists and is not empty; choose a new destination")
-    tmp = dst.with_name(dst.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+
+    def write(tmp: Path) -> None:
         config = dict(raw_config)
         config.pop("quantization", None)
         if bits is not None:
             config["quantization"] = {"group_size": QUANT_GROUP_SIZE, "bits": bits}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         mx.save_safetensors(str(tmp / "model.safetensors"), dict(tree_flatten(model.parameters())),
                             metadata={"format": "mlx"})
         if source_dir is not None:
             for name in TOKENIZER_FILES:
                 if (Path(source_dir) / name).is_file():
                     shutil.copy2(Path(source_dir) / name, tmp / name)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")  # last: marks it complete
+
+    return write_atomically(dst, write)
+
+
+def write_atomically(dst: Path, write: Callable[[Path], None]) -> Path:
+    """Run `write` on the directory `dst`.partial and rename it to `dst` when it returns; remove it when it
+    fails. Writers put config.json last, so a killed process leaves no directory that loads."""
+    tmp = dst.with_name(dst.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
         if dst.exists():
             dst.rmdir()
         tmp.rename(dst)

@@ -16,12 +16,10 @@ import pytest
 import mlx_model
 from mlx_model.convert import convert_checkpoint
 from mlx_model.sources import HubPlan, HubRequest, Local, SourceError, fetch, locate
-from tests.model_refs import build_reference, make_tokenizer, text_config_kwargs
+from tests.model_refs import build_reference, make_tokenizer
+from tests.test_model_loading import SMALL
 
 ROOT = Path(__file__).resolve().parent.parent
-S, F = "sliding_attention", "full_attention"
-SMALL = text_config_kwargs(layer_types=[S, S, F], num_hidden_layers=3, attention_k_eq_v=True, global_head_dim=32,
-                           num_global_key_value_heads=1, final_logit_softcapping=30.0)
 
 
 @pytest.fixture(scope="module")
