@@ -206,3 +206,28 @@ def test_hub_download_fetches_only_needed_files_then_converts(tmp_path, checkpoi
     assert "model.safetensors" in fetched and "tokenizer.json" in fetched
     assert not fetched & {"consolidated.pth", "README.md"}
     assert (next((tmp_path / "ga" / "converted").iterdir()) / "config.json").is_file()
+
+
+def test_repl_asks_before_downloading(tmp_path, checkpoint, monkeypatch):
+    from huggingface_hub import constants
+
+    from agent.backends import BackendUnavailable
+    from agent.backends.factory import make_backend
+    from agent.config import Config
+
+    fake_hub_cache(tmp_path / "hub", "google/gemma-4-12B-it", checkpoint)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("GEMMA_AGENT_CACHE", str(tmp_path / "ga"))
+    questions = []
+
+    def decline(question: str) -> bool:
+        questions.append(question)
+        return False
+
+    with pytest.raises(BackendUnavailable, match="download declined"):
+        make_backend(Config(drafter="none"), ask=decline)
+    assert "convert to 4-bit once" in questions[0] and not (tmp_path / "ga").exists()
+    backend = make_backend(Config(drafter="none"), ask=lambda q: True)
+    assert "gemma-4-12B-it" in backend.describe() and backend.drafter is None
+    assert make_backend(Config(drafter="none"), ask=None).tokenizer is not None  # converted once: no question
