@@ -12,8 +12,10 @@ from agent.commands.model_errors import load_or_explain
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "generate", help="generate text from a local model (speed check)",
-        description="Stream a completion for one prompt, then print prompt and generation tokens/s and peak "
-                    "memory (on stderr). The prompt is sent as a user turn in Gemma 4's chat format unless --raw.",
+        description="Load the model (printing load time and peak memory), stream a completion for one prompt, "
+                    "then print prompt and generation tokens/s and peak memory (on stderr). Missing weights are "
+                    "downloaded only with --yes. The prompt is sent as a user turn in Gemma 4's chat format "
+                    "unless --raw.",
     )
     p.add_argument("--model", metavar="SPEC", default=None,
                    help="weights: a directory (Hugging Face or MLX layout, LM Studio), a .gguf file, "
