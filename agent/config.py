@@ -48,7 +48,8 @@ _TABLES = {
     "budgets": {"max_steps": "max_steps", "max_tokens": "max_tokens", "max_time": "max_time",
                 "context_tokens": "context_tokens", "max_output_tokens": "max_output_tokens"},
 }
-_TOP_LEVEL = {"backend": "backend", "model": "model", "drafter": "drafter", "download": "download", "kv_bits": "kv_bits",
+_TOP_LEVEL = {"backend": "backend", "model": "model", "drafter": "drafter", "download": "download",
+              "kv_bits": "kv_bits",
               "approve": "approve", "record": "record"}
 _CHOICES = {"backend": ("mlx", "openai", "replay"), "approve": ("ask", "auto", "never"), "kv_bits": (8, 4)}
 _TYPES = {f.name: f.type for f in fields(Config)}

@@ -41,7 +41,8 @@ def load(path: str | Path, *, dtype: mx.Dtype | None = None) -> tuple[Model, Tok
 
 __all__ = [
     "ConfigError", "GenerationResult", "Model", "ModelCache", "ModelLoadError", "PromptCache", "StreamingDecoder",
-    "TextConfig", "Tokenizer", "convert_checkpoint", "generate", "load", "load_config", "load_drafter", "load_model", "make_cache",
+    "TextConfig", "Tokenizer", "convert_checkpoint", "generate", "load", "load_config", "load_drafter", "load_model",
+    "make_cache",
     "quantize_model", "save_model",
     "stream_generate",
 ]

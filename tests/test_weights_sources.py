@@ -136,7 +136,8 @@ def test_offline_message_names_the_hf_download_command(tmp_path):
 def test_disk_space_is_checked_before_downloading(tmp_path, monkeypatch):
     import mlx_model.sources as sources
 
-    monkeypatch.setattr(sources.shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(10**12, 10**12 - 10**9, 10**9))
+    usage = shutil._ntuple_diskusage(10**12, 10**12 - 10**9, 10**9)  # 1 GB free
+    monkeypatch.setattr(sources.shutil, "disk_usage", lambda _path: usage)
     monkeypatch.setenv("GEMMA_AGENT_CACHE", str(tmp_path / "ga"))
     plan = HubPlan(HubRequest("google/gemma-4-12B-it"), "b" * 40, {"model.safetensors": 24 * 10**9},
                    missing_bytes=24 * 10**9)
