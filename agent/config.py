@@ -49,8 +49,7 @@ _TABLES = {
                 "context_tokens": "context_tokens", "max_output_tokens": "max_output_tokens"},
 }
 _TOP_LEVEL = {"backend": "backend", "model": "model", "drafter": "drafter", "download": "download",
-              "kv_bits": "kv_bits",
-              "approve": "approve", "record": "record"}
+              "kv_bits": "kv_bits", "approve": "approve", "record": "record"}
 _CHOICES = {"backend": ("mlx", "openai", "replay"), "approve": ("ask", "auto", "never"), "kv_bits": (8, 4)}
 _TYPES = {f.name: f.type for f in fields(Config)}
 
