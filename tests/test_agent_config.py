@@ -96,3 +96,19 @@ def test_every_mode_fails_fast_without_weights(tmp_path, argv):
     assert result.returncode == 2
     assert "gemma-agent convert" in result.stderr and "--backend openai --base-url" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_weights_specs_in_config_files(tmp_path):
+    (tmp_path / "repo" / "models" / "local").mkdir(parents=True)
+    write(tmp_path / "repo/.gemma-agent.toml", 'model = "models/local"\ndrafter = "none"\ndownload = true\n')
+    config = load_config(tmp_path / "repo", user_config=tmp_path / "none.toml")
+    assert config.model == str((tmp_path / "repo/models/local").resolve())  # a path: relative to the file
+    assert config.drafter == "none" and config.download is True
+    write(tmp_path / "repo/.gemma-agent.toml", 'model = "mlx-community/gemma-4-12B-it-4bit"\n'
+                                               'drafter = "ollama:gemma4:12b"\n')
+    config = load_config(tmp_path / "repo", user_config=tmp_path / "none.toml")
+    assert config.model == "mlx-community/gemma-4-12B-it-4bit" and config.drafter == "ollama:gemma4:12b"
+    assert config.download is False
+    with pytest.raises(ConfigError, match="download must be bool"):
+        write(tmp_path / "repo/.gemma-agent.toml", 'download = "yes"\n')
+        load_config(tmp_path / "repo", user_config=tmp_path / "none.toml")
