@@ -43,6 +43,9 @@ def resolve(model: str | None, drafter: str | None, *, download: bool, ask: Ask 
         else:
             drafter_source = _auto_drafter(model or DEFAULT_MODEL, model_source, notify)
         plans = {"model": plan(model_source, bits=DEFAULT_BITS)} if isinstance(model_source, HubRequest) else {}
+        if not drafter and drafter_source is None and "model" in plans and plans["model"].config is not None \
+                and is_gemma4_12b(plans["model"].config.parent):  # e.g. an MLX conversion of the 12B
+            drafter_source = HubRequest(ASSISTANT_REPO)
         if isinstance(drafter_source, HubRequest):
             try:
                 plans["drafter"] = plan(drafter_source, bits=DEFAULT_BITS)

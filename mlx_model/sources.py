@@ -18,7 +18,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -75,7 +75,7 @@ class HubPlan:
     missing_bytes: int
     converted: Path | None = None  # the conversion the fetch writes (None: the download is used directly)
     needs_conversion: bool = False
-    notes: list[str] = field(default_factory=list)
+    config: Path | None = None  # the repo's config.json, fetched while planning (None for a GGUF)
 
     @property
     def total_bytes(self) -> int:
@@ -245,7 +245,7 @@ def _nothing_usable(request: HubRequest) -> str:
 
 def _finish_plan(request: HubRequest, commit: str, files: dict[str, int], missing: int, bits: int | None,
                  config: Path | None) -> HubPlan:
-    result = HubPlan(request, commit, files, missing)
+    result = HubPlan(request, commit, files, missing, config=config)
     if request.quant is None and "config.json" not in files:
         raise SourceError(_nothing_usable(request))
     if request.quant is None and not _is_mlx(config):
