@@ -16,8 +16,6 @@ import mlx.nn as nn
 # Modes of `mx.quantize` besides "affine", with the one (bits, group size) each allows; their scales are uint8
 # and they have no biases (MLX's documentation of `mx.quantize`).
 FIXED_MODES = {(4, 32): "mxfp4", (4, 16): "nvfp4", (8, 32): "mxfp8"}
-MODE_DEFAULTS = {"affine": (4, 64), "mxfp4": (4, 32), "nvfp4": (4, 16), "mxfp8": (8, 32)}
-AFFINE_BITS = (2, 3, 4, 5, 6, 8)
 
 
 class QuantizationError(ValueError):
@@ -54,22 +52,6 @@ def quantize_like_checkpoint(module: nn.Module, weights: dict[str, mx.array]) ->
         return layer_params(path, layer.weight.shape[-1], weights)
 
     nn.quantize(module, class_predicate=predicate)
-
-
-def check_request(bits: int, mode: str, group_size: int | None) -> tuple[int, int]:
-    """Validate a requested quantization; returns (bits, group_size) with the mode's default group size."""
-    if mode not in MODE_DEFAULTS:
-        raise ValueError(f"mode must be one of {', '.join(MODE_DEFAULTS)}, got {mode!r}")
-    default_bits, default_group = MODE_DEFAULTS[mode]
-    group_size = group_size or default_group
-    if mode == "affine":
-        if bits not in AFFINE_BITS:
-            raise ValueError(f"affine bits must be one of {AFFINE_BITS}, got {bits}")
-        if group_size not in (32, 64, 128):
-            raise ValueError(f"affine group size must be 32, 64 or 128, got {group_size}")
-    elif (bits, group_size) != (default_bits, default_group):
-        raise ValueError(f"{mode} quantizes to {default_bits} bits in groups of {default_group}")
-    return bits, group_size
 
 
 def quantizable(layer: nn.Module, group_size: int) -> bool:
