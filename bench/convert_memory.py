@@ -29,7 +29,7 @@ TEXT_12B = dict(hidden_size=3840, intermediate_size=15360, num_attention_heads=1
                 vocab_size=262144, sliding_window=1024, final_logit_softcapping=30.0, model_type="gemma4_unified_text")
 
 
-def _random_bf16(shape: tuple[int, ...], rng) -> "mx.array":
+def _random_bf16(shape: tuple[int, ...], rng):
     """Random bf16 values of magnitude 1/8 to 1/4 and random sign, drawn as bit patterns (fast; no inf/NaN)."""
     import mlx.core as mx
     import numpy as np
