@@ -29,7 +29,8 @@ class Config:
     replay_delay: float = 0.0  # replay: seconds between streamed chunks
     record: str | None = None  # write raw model outputs here
     sandbox: bool = True  # False runs commands without the sandbox (needs approval in the REPL)
-    test_command: str = "python -m pytest -q"
+    test_command: str = "python -m pytest -q"  # the default runs pytest with the project's Python
+    python: str | None = None  # the project's interpreter or environment; None: found (agent.project_python)
     command_timeout: float = 120.0
     max_steps: int = 30
     max_tokens: int | None = None
@@ -44,13 +45,14 @@ _TABLES = {
     "openai": {"base_url": "base_url", "model": "model_name", "api_key_env": "api_key_env"},
     "replay": {"transcript": "replay", "delay": "replay_delay"},
     "sandbox": {"enabled": "sandbox", "timeout": "command_timeout"},
-    "tests": {"command": "test_command"},
+    "tests": {"command": "test_command", "python": "python"},
     "budgets": {"max_steps": "max_steps", "max_tokens": "max_tokens", "max_time": "max_time",
                 "context_tokens": "context_tokens", "max_output_tokens": "max_output_tokens"},
 }
 _TOP_LEVEL = {"backend": "backend", "model": "model", "drafter": "drafter", "download": "download",
               "kv_bits": "kv_bits", "approve": "approve", "record": "record"}
 _CHOICES = {"backend": ("mlx", "openai", "replay"), "approve": ("ask", "auto", "never"), "kv_bits": (8, 4)}
+_POSITIVE = ("command_timeout", "max_steps", "max_tokens", "max_time", "context_tokens", "max_output_tokens")
 _TYPES = {f.name: f.type for f in fields(Config)}
 
 
@@ -67,6 +69,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {name} must be {kind.replace(' | None', '')}, got {value!r}")
     if name in _CHOICES and value not in _CHOICES[name]:
         raise ConfigError(f"{source}: {name} must be one of {', '.join(_CHOICES[name])}, got {value!r}")
+    if name in _POSITIVE and value is not None and value <= 0:
+        raise ConfigError(f"{source}: {name} must be greater than 0, got {value!r}")
+    if name == "replay_delay" and value < 0:
+        raise ConfigError(f"{source}: {name} must not be negative, got {value!r}")
     return float(value) if kind.startswith("float") else value
 
 
@@ -88,9 +94,11 @@ def parse_toml(text: str, source: str, base_dir: Path) -> dict[str, Any]:
         else:
             known = ", ".join([*_TOP_LEVEL, *(f"[{t}]" for t in _TABLES)])
             raise ConfigError(f"{source}: unknown key {key!r}; known: {known}")
-    for name in ("replay", "record"):
+    for name in ("replay", "record", "python"):
         if isinstance(values.get(name), str):
-            values[name] = str((base_dir / Path(values[name]).expanduser()).resolve())
+            path = base_dir / Path(values[name]).expanduser()
+            # a venv's bin/python is a symlink that must stay one: resolving it would leave the environment
+            values[name] = os.path.normpath(path.absolute()) if name == "python" else str(path.resolve())
     for name in ("model", "drafter"):
         if isinstance(values.get(name), str):
             values[name] = _weights_spec(values[name], base_dir)
@@ -112,6 +120,8 @@ def _read(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     return parse_toml(text, str(path), path.parent)
 
 

@@ -39,17 +39,20 @@ def hook_script(hook_type: str, mode: str) -> str:
     """The shell script git runs: the chained original hook first, then `gemma-agent hook run`."""
     root = Path(agent.__file__).resolve().parent.parent  # where the `agent` package is importable from
     chained = f'"$(dirname "$0")/{hook_type}{CHAINED_SUFFIX}"'
+    env = f"PYTHONPATH={shlex.quote(str(root))}${{PYTHONPATH:+:$PYTHONPATH}}"
+    command = f"{shlex.quote(sys.executable)} -m agent.cli hook run --type {hook_type} --mode {mode}"
+    if hook_type == "pre-push":  # the pushed refs arrive on stdin: both the chained hook and ours read them
+        body = (f'refs=$(cat)\nif [ -x {chained} ]; then\n  printf "%s\\n" "$refs" | {chained} "$@" || exit $?\n'
+                f'fi\nif [ "${{GEMMA_AGENT_SKIP:-}}" = 1 ]; then exit 0; fi\n'
+                f'printf "%s\\n" "$refs" | {env} {command}\n')
+    else:
+        body = (f'if [ -x {chained} ]; then\n  {chained} "$@" || exit $?\nfi\n'
+                f'if [ "${{GEMMA_AGENT_SKIP:-}}" = 1 ]; then exit 0; fi\n{env} exec {command} </dev/null\n')
     return f"""#!/bin/sh
 {MARKER}
 # Installed by `gemma-agent hook install`; remove with `gemma-agent hook uninstall --type {hook_type}`.
 # Set GEMMA_AGENT_SKIP=1 to skip the gemma-agent check once.
-if [ -x {chained} ]; then
-  {chained} "$@" || exit $?
-fi
-if [ "${{GEMMA_AGENT_SKIP:-}}" = 1 ]; then exit 0; fi
-PYTHONPATH={shlex.quote(str(root))}${{PYTHONPATH:+:$PYTHONPATH}} exec {shlex.quote(sys.executable)} \\
-  -m agent.cli hook run --type {hook_type} --mode {mode} </dev/null
-"""
+{body}"""
 
 
 def install(repo: Path, hook_type: str, mode: str) -> tuple[Path, Path | None]:

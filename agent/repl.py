@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
@@ -19,15 +20,15 @@ from mlx_model.chat_format import ToolCall
 
 HELP = """Type a request and press Enter (Esc then Enter, or Alt-Enter, for a new line). Ctrl-C cancels the
 current generation or command; Ctrl-D exits.
-  /help     this help              /diff     changes made so far (vs. your tree)
-  /undo     revert the last request's changes
-  /apply    copy the changes into your working tree
+  /help     this help              /diff     changes not applied to your tree yet
+  /undo     revert the last request's changes (the model is told)
+  /apply    copy the changes into your working tree (again after more changes)
   /test     run the test suite in the workspace
   /model    show the backend and model
   /compact  summarize the conversation to free context
   /clear    start a new conversation (changes are kept)
   /tokens   tokens in the context and used so far
-  /exit     quit"""
+  /exit     quit (asks about changes not applied yet; without a terminal they are saved as a patch)"""
 
 
 def history_path() -> Path:
@@ -52,8 +53,9 @@ class Console(Listener):
         self.write("\n")
 
     def on_tool_call(self, call: ToolCall) -> None:
-        args = ", ".join(f"{k}={_short(v)}" for k, v in call.arguments.items())
-        self.write(f"  -> {call.name}({args})\n")
+        from agent.commands.common import describe_arguments
+
+        self.write(f"  -> {call.name}({describe_arguments(call.arguments, show=_short)})\n")
 
     def on_tool_result(self, call: ToolCall, result: str) -> None:
         lines = result.strip().splitlines() or [""]
@@ -74,12 +76,20 @@ class Repl:
     """One interactive session bound to a workspace."""
 
     def __init__(self, config: Config, backend: Backend, workspace: Any, out: TextIO = sys.stdout,
-                 ask: Callable[[str], str] | None = None):
+                 ask: Callable[[str], str] | None = None, python: Any = None, interactive: bool | None = None):
         from tools.toolbox import Toolbox
-        from agent.fixer import tool_settings
+        from agent.fixer import FixSetupError, project_python, tool_settings
 
         self.config, self.backend, self.workspace, self.out = config, backend, workspace, out
-        self.settings = tool_settings(config, workspace)
+        if python is None:
+            try:
+                python = project_python(Path(workspace.source), config)
+            except FixSetupError:
+                python = None  # commands then run with the PATH as it is
+        self.python = python
+        self.interactive = sys.stdin.isatty() if interactive is None else interactive
+        self.settings = tool_settings(config, workspace, python)
+        self.undo_note = ""  # told to the model with the next request
         self.console = Console(out)
         self.ask_user = ask or (lambda question: input(question))
         self.context = ContextManager(config.context_tokens, config.max_output_tokens)
@@ -116,7 +126,8 @@ class Repl:
                 return False
             return bool(command())
         before = self.workspace.diff()
-        outcome = self.session.ask(text)
+        note, self.undo_note = self.undo_note, ""
+        outcome = self.session.ask(note + text)
         if outcome.reason == "cancelled":
             self.console.write("[cancelled]\n")
         elif outcome.reason not in ("finished",):
@@ -127,14 +138,20 @@ class Repl:
         return False
 
     def diff(self) -> None:
-        patch = self.workspace.diff()
-        self.console.write(patch if patch else "no changes\n")
+        patch = self.workspace.diff(self.workspace.applied)
+        self.console.write(patch if patch else "no changes that are not applied yet\n")
 
     def undo(self) -> None:
-        self.console.write("undid the last request's changes\n" if self.workspace.undo() else "nothing to undo\n")
+        files = self.workspace.undo_preview()
+        if not self.workspace.undo():
+            self.console.write("nothing to undo\n")
+            return
+        self.undo_note = (f"[The user undid your last changes ({', '.join(files)}); those files are back to "
+                          "their previous content. Read them again before editing.]\n")
+        self.console.write(f"undid the last request's changes: {', '.join(files)}\n")
 
     def apply(self) -> None:
-        if not self.workspace.diff():
+        if not self.workspace.diff(self.workspace.applied):
             self.console.write("no changes to apply\n")
             return
         if self.config.approve == "never" or (
@@ -143,17 +160,51 @@ class Repl:
         ):
             self.console.write("not applied\n")
             return
+        self._apply()
+
+    def _apply(self) -> bool:
         try:
             files = self.workspace.apply()
         except Exception as exc:  # apply refuses without touching anything; say why
             self.console.write(f"could not apply: {exc}\n")
-            return
+            return False
         self.console.write(f"applied to your working tree: {', '.join(files) or 'no files'}\n")
+        return True
+
+    def leave(self) -> None:
+        """On /exit or Ctrl-D: changes not applied yet are applied, saved as a patch or discarded, as the user
+        answers; without a terminal they are saved and the path printed."""
+        patch = self.workspace.diff(self.workspace.applied)
+        if not patch:
+            return
+        if self.interactive:
+            try:
+                answer = self.ask_user("changes not applied to your tree: [a]pply, [s]ave as a patch, "
+                                       "[d]iscard? [s] ").strip().lower()
+            except (EOFError, KeyboardInterrupt):
+                answer = "s"
+            if answer in ("d", "discard"):
+                self.console.write("discarded\n")
+                return
+            if answer in ("a", "apply") and self._apply():
+                return
+        from agent.commands.fix import write_atomically
+        from agent.hook import git_path
+
+        path = git_path(self.workspace.source, f"gemma-agent/unapplied-{time.strftime('%Y%m%d-%H%M%S')}.patch")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, patch)
+        self.console.write(f"changes not applied were saved to {path}; apply them with: git apply {path}\n")
 
     def test(self) -> None:
+        from tools.base import ToolError
         from tools.shell import run_test_suite
 
-        report = run_test_suite(self.settings)
+        try:
+            report = run_test_suite(self.settings)
+        except ToolError as exc:  # e.g. no sandbox: the session and its changes stay
+            self.console.write(f"cannot run the tests: {exc}\n")
+            return
         self.console.write(f"{report.passed} passed, {report.failed} failed, {report.errors} errors, "
                            f"{report.skipped} skipped\n")
         for test_id, _ in report.failures:
@@ -200,16 +251,20 @@ def run_repl(repl: Repl) -> int:
     path = history_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     prompt = PromptSession(history=FileHistory(str(path)), multiline=True, key_bindings=bindings)
-    repl.console.write(f"gemma-agent ({repl.backend.describe()}) in {repl.workspace.source}. /help for commands.\n")
+    python = f"; tests run with {repl.python.describe()}" if repl.python else ""
+    repl.console.write(f"gemma-agent ({repl.backend.describe()}) in {repl.workspace.source}{python}. "
+                       "/help for commands.\n")
     while True:
         try:
             line = prompt.prompt("gemma> ")
         except KeyboardInterrupt:
             continue
         except EOFError:
+            repl.leave()
             return 0
         try:
             if repl.handle(line):
+                repl.leave()
                 return 0
         except KeyboardInterrupt:
             repl.console.write("\n[cancelled]\n")

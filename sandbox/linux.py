@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from sandbox.limits import Limits
+from sandbox.view import View
 
 SANDBOX_HOME = "/tmp"  # HOME inside the sandbox: the private, discarded /tmp
 # As root the command runs as another uid than the repository's owner; git would refuse the repository as
@@ -88,25 +89,62 @@ def _mount_points(path: str, hidden: list[str]) -> list[str]:
     return options
 
 
-def bwrap_argv(argv: list[str], workspace: Path, limits: Limits) -> list[str]:
-    """The bubblewrap invocation running `argv` with `workspace` (resolved) as its writable cwd."""
+GIT_MOUNT = "/tmp/.gemma-agent-git"  # where a remapped workspace's repository directory is shown
+
+
+def bwrap_argv(argv: list[str], workspace: Path, limits: Limits, view: View | None = None,
+               scratch: Path | None = None) -> list[str]:
+    """The bubblewrap invocation running `argv` with `workspace` (resolved) writable at `view.path` (default: its
+    own path). Mounts come in bwrap's order, later over earlier: the read-only root, the hidden directories'
+    tmpfs, toolchains and environments, the workspace, its repository metadata, then the shared entries of
+    the user's tree. `scratch` (a private directory) holds the `.git` file of a remapped worktree."""
     ws = str(workspace)
+    target = view.path if view else ws
     hidden = hidden_directories()
     cmd = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", *_namespace_options(), "--hostname", "sandbox"]
     for directory in hidden:  # /tmp is world-writable and sticky, as usual; the hidden homes are not writable
         perms = "1777" if directory == "/tmp" else "0755"
         cmd += ["--perms", perms, "--size", str(limits.tmp_bytes), "--tmpfs", directory]
-    for prefix in _toolchain_dirs(hidden):
-        cmd += [*_mount_points(prefix, hidden), "--ro-bind", prefix, prefix]
-    cmd += [*_mount_points(ws, hidden), "--bind", ws, ws]
-    if os.path.exists(workspace / ".git") and not os.path.islink(workspace / ".git"):
-        cmd += ["--ro-bind", ws + "/.git", ws + "/.git"]
-    for gitdir in git_dirs(workspace):
-        cmd += [*_mount_points(gitdir, hidden), "--ro-bind", gitdir, gitdir]
+    extra = [os.path.realpath(d) for d in (view.read_only if view else ()) if os.path.isdir(d)]
+    for prefix in sorted({*_toolchain_dirs(hidden), *(d for d in extra if _is_under(d, hidden))}, key=len):
+        if not _is_under(prefix, [target]):
+            cmd += [*_mount_points(prefix, hidden), "--ro-bind", prefix, prefix]
+    cmd += [*_mount_points(target, hidden), "--bind", ws, target]
+    cmd += _git_mounts(workspace, target, hidden, scratch)
+    for source, rel in view.shared_sources() if view else ():
+        mine = os.path.join(ws, rel)
+        if os.path.lexists(mine) and os.path.isdir(mine) != os.path.isdir(source):
+            continue  # the agent's copy has another kind of entry there (a bind would fail): its own wins
+        cmd += ["--ro-bind", source, os.path.join(target, rel)]
     cmd += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--size", str(limits.tmp_bytes),
             "--tmpfs", "/dev/shm",
             "--chdir", "/", "--", *argv]  # the launcher in argv enters the workspace
     return cmd
+
+
+def _git_mounts(workspace: Path, target: str, hidden: list[str], scratch: Path | None) -> list[str]:
+    """The workspace's repository metadata, read-only. A worktree shown at another path whose repository lies
+    under that path (the usual `<repo>/.git`) gets its repository at GIT_MOUNT and a `.git` file pointing there."""
+    dot_git = workspace / ".git"
+    if dot_git.is_symlink() or not dot_git.exists():
+        return []
+    if dot_git.is_dir():
+        return ["--ro-bind", str(dot_git), os.path.join(target, ".git")]
+    dirs = git_dirs(workspace)
+    if not dirs:
+        return []
+    common, gitdir = dirs
+    if not _is_under(common, [target]) and not _is_under(gitdir, [target]):
+        options = ["--ro-bind", str(dot_git), os.path.join(target, ".git")]
+        for directory in dirs:
+            options += [*_mount_points(directory, hidden), "--ro-bind", directory, directory]
+        return options
+    if scratch is None:
+        return []
+    pointer = scratch / "dotgit"
+    pointer.write_text(f"gitdir: {GIT_MOUNT}/{os.path.relpath(gitdir, common)}\n", encoding="utf-8")
+    return [*_mount_points(GIT_MOUNT, hidden), "--ro-bind", common, GIT_MOUNT,
+            "--ro-bind", str(pointer), os.path.join(target, ".git")]
 
 
 def probe() -> str | None:

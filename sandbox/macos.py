@@ -52,6 +52,9 @@ def seatbelt_available() -> bool:
     return sys.platform == "darwin" and shutil.which("sandbox-exec") is not None
 
 
-def seatbelt_argv(argv: list[str], workspace: str, tmp_dir: str, home: str | None) -> list[str]:
-    toolchains = tuple(sorted({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}))
+def seatbelt_argv(argv: list[str], workspace: str, tmp_dir: str, home: str | None,
+                  readable: tuple[str, ...] = ()) -> list[str]:
+    """`readable`: more directories (the project's environment) re-allowed for reading under the hidden home."""
+    toolchains = tuple(sorted({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix),
+                               *(os.path.realpath(path) for path in readable)}))
     return ["sandbox-exec", "-p", sbpl_profile(workspace, tmp_dir, home, toolchains), *argv]

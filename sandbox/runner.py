@@ -19,6 +19,7 @@ from sandbox.environment import sandbox_environment
 from sandbox.limits import GiB, Limits, launcher_argv
 from sandbox.output import CappedOutput
 from sandbox.ownership import SANDBOX_GID, SANDBOX_UID, lent_to_sandbox
+from sandbox.view import View, missing_paths, remove_mount_points
 
 INSTALL_HINT = (
     "no command sandbox is available ({reason}). Install bubblewrap (Debian/Ubuntu: "
@@ -58,8 +59,11 @@ def run(command: str | Sequence[str], workspace: str | os.PathLike[str], timeout
         no_sandbox: bool = False, env: Mapping[str, str] | None = None, cpu_seconds: int | None = 600,
         memory_bytes: int | None = 4 * GiB, max_processes: int | None = 512,
         max_file_bytes: int | None = 1 * GiB, max_open_files: int | None = 1024, tmp_bytes: int = 1 * GiB,
-        output_limit: int = 1_000_000) -> SandboxResult:
+        output_limit: int = 1_000_000, view: View | None = None) -> SandboxResult:
     """Run `command` (a string goes through /bin/sh -c) with the workspace as its writable current dir.
+
+    `view` shows the workspace at the user's repository path with parts of the user's tree (Linux; see
+    sandbox.view); the command's current directory is then that path.
 
     Raises SandboxUnavailable when no sandbox exists and `no_sandbox` is False, ValueError for bad input.
     `output_limit` caps each of stdout and stderr (bytes; head and tail are kept).
@@ -79,7 +83,7 @@ def run(command: str | Sequence[str], workspace: str | os.PathLike[str], timeout
             raise SandboxUnavailable(INSTALL_HINT.format(reason=reason))
     if not isinstance(output_limit, int) or output_limit < 2:
         raise ValueError(f"output_limit must be an integer of at least 2 bytes, got {output_limit!r}")
-    with _prepared(argv, root, limits, env, no_sandbox) as (full_argv, child_env):
+    with _prepared(argv, root, limits, env, no_sandbox, view) as (full_argv, child_env):
         return _execute(full_argv, root, child_env, timeout, output_limit)
 
 
@@ -94,43 +98,38 @@ def _command_argv(command: str | Sequence[str]) -> list[str]:
     return argv
 
 
-def _path_with_interpreter(env: dict[str, str]) -> None:
-    """Append our interpreter's directory to PATH so `python` resolves even when PATH lacks a venv."""
-    bin_dir = os.path.dirname(sys.executable)
-    parts = env.get("PATH", "").split(os.pathsep)
-    if bin_dir not in parts:
-        env["PATH"] = os.pathsep.join([p for p in parts if p] + [bin_dir])
-
-
 @contextlib.contextmanager
 def _prepared(argv: list[str], root: Path, limits: Limits, env: Mapping[str, str] | None,
-              no_sandbox: bool) -> Iterator[tuple[list[str], dict[str, str]]]:
+              no_sandbox: bool, view: View | None) -> Iterator[tuple[list[str], dict[str, str]]]:
     """The full command line (launcher, and sandbox wrapper unless `no_sandbox`) and its environment."""
     if no_sandbox:
         command = launcher_argv(limits, argv, str(root))
         with tempfile.TemporaryDirectory(prefix="gemma-agent-home-") as home:
-            child_env = sandbox_environment(home, env)
-            _path_with_interpreter(child_env)
-            yield command, child_env
+            yield command, sandbox_environment(home, env)
         return
     if sys.platform == "darwin":
         with tempfile.TemporaryDirectory(prefix="gemma-agent-tmp-") as tmp:
             tmp = os.path.realpath(tmp)
             child_env = sandbox_environment(tmp, {**(env or {}), "TMPDIR": tmp})
-            _path_with_interpreter(child_env)
             # macOS counts RLIMIT_NPROC over all the user's processes, not per sandbox: leave it alone.
             command = launcher_argv(dataclasses.replace(limits, max_processes=None), argv, str(root))
-            yield macos.seatbelt_argv(command, str(root), tmp, str(Path.home())), child_env
+            readable = tuple(view.read_only) if view else ()
+            yield macos.seatbelt_argv(command, str(root), tmp, str(Path.home()), readable), child_env
         return
     git_env = linux.ROOT_GIT_ENV if linux.runs_as_root() else {}
     child_env = sandbox_environment(linux.SANDBOX_HOME, {**git_env, **(env or {}), "TMPDIR": "/tmp"})
-    _path_with_interpreter(child_env)
-    if linux.runs_as_root():
-        command = launcher_argv(limits, argv, str(root), user=(SANDBOX_UID, SANDBOX_GID))
-        with lent_to_sandbox(root):
-            yield linux.bwrap_argv(command, root, limits), child_env
-    else:
-        yield linux.bwrap_argv(launcher_argv(limits, argv, str(root)), root, limits), child_env
+    cwd = view.path if view else str(root)
+    created = [p for _, rel in (view.shared_sources() if view else ()) for p in missing_paths(root, rel)]
+    user = (SANDBOX_UID, SANDBOX_GID) if linux.runs_as_root() else None
+    command = launcher_argv(limits, argv, cwd, user=user)
+    try:
+        with tempfile.TemporaryDirectory(prefix="gemma-agent-bwrap-") as scratch:
+            os.chmod(scratch, 0o755)
+            full = linux.bwrap_argv(command, root, limits, view, Path(scratch))
+            with lent_to_sandbox(root) if user else contextlib.nullcontext():
+                yield full, child_env
+    finally:
+        remove_mount_points(created)
 
 
 def _execute(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, output_limit: int) -> SandboxResult:

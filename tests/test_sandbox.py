@@ -100,7 +100,8 @@ def test_environment_is_an_allowlist_with_home_inside(tmp_path, monkeypatch):
     assert "SOME_RANDOM_SETTING" not in env
     assert env["MY_FLAG"] == "1"
     assert env["HOME"] == linux.SANDBOX_HOME
-    assert os.path.dirname(sys.executable) in env["PATH"].split(os.pathsep)
+    # gemma-agent's own interpreter is not slipped onto PATH: commands use the project's environment
+    assert os.path.dirname(sys.executable) not in env["PATH"].split(os.pathsep)
 
 
 def test_environment_builder_drops_secret_names_even_when_passed_explicitly():

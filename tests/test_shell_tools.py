@@ -1,6 +1,7 @@
 """tools.shell: `run` and `run_tests` through the Toolbox and directly, on real projects and processes."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -54,7 +55,9 @@ def project(tmp_path) -> Path:
 
 
 def settings_for(path: Path, **overrides) -> ToolSettings:
-    return ToolSettings(**{"workspace": path, "command_timeout": 60, **overrides})
+    """The project's Python is this test run's (agent.fixer.tool_settings finds it for real projects)."""
+    env = {"PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
+    return ToolSettings(**{"workspace": path, "command_timeout": 60, "env": env, **overrides})
 
 
 def test_tools_are_declared_in_the_default_toolbox(project):

@@ -48,7 +48,8 @@ def _require_settings(settings: ToolSettings | None) -> ToolSettings:
 def _sandboxed(command: str, settings: ToolSettings, env: dict[str, str] | None = None) -> sandbox.SandboxResult:
     try:
         return sandbox.run(command, settings.workspace, timeout=settings.command_timeout,
-                           no_sandbox=settings.no_sandbox, env=env, output_limit=settings.output_limit)
+                           no_sandbox=settings.no_sandbox, env={**settings.env, **(env or {})},
+                           output_limit=settings.output_limit, view=settings.view)
     except sandbox.SandboxUnavailable as exc:
         raise ToolError(str(exc)) from exc
     except ValueError as exc:
@@ -85,14 +86,15 @@ def run(command: str, *, settings: ToolSettings | None = None) -> str:
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)\b")
 _SUMMARY_LINE = re.compile(r"^=*\s*(?:\d+ \w+(?:, )?)+.* in [\d.]+s")
 _NO_TESTS = re.compile(r"^=*\s*no tests ran in [\d.]+s")
-_SHORT_SUMMARY = re.compile(r"^(FAILED|ERROR) (\S+)(?: - .*)?$")
+_SHORT_SUMMARY = re.compile(r"^(FAILED|ERROR) (.+)$")
 _SECTION = re.compile(r"^={3,} (FAILURES|ERRORS) ={3,}$")
 _OTHER_SECTION = re.compile(r"^={3,} .* ={3,}$")
 _BLOCK_TITLE = re.compile(r"^_{3,} (.+?) _{3,}$")
 
 
-def _pytest_command(test_command: str, selector: str | None) -> str:
-    """The configured command, plus the selector, plus report options pytest needs for parsing."""
+def _pytest_command(test_command: str, selector: str | None, node_id: str | None = None) -> str:
+    """The configured command, plus the selector (shell words) or one node id, plus report options pytest
+    needs for parsing."""
     tokens = shlex.split(test_command)
     extra: list[str] = []
     if any(t == "pytest" or t.endswith("/pytest") for t in tokens):
@@ -106,6 +108,8 @@ def _pytest_command(test_command: str, selector: str | None) -> str:
             extra += shlex.split(selector)
         except ValueError as exc:
             raise ToolError(f"selector is not valid shell syntax ({exc}); pass a test path or node id") from exc
+    if node_id is not None:
+        extra.append(node_id)
     return " ".join([test_command, *map(shlex.quote, extra)])
 
 
@@ -121,10 +125,31 @@ def parse_pytest_output(output: str) -> TestReport:
                     setattr(report, key, int(number))
             report.parsed = True
             break
-    summary = [m.groups() for m in map(_SHORT_SUMMARY.match, lines) if m]
+    summary = [(m.group(1), summary_id(m.group(2))) for m in map(_SHORT_SUMMARY.match, lines) if m]
     report.failures = _failure_blocks(lines, [test_id for _, test_id in summary])
     report.error_ids = [test_id for kind, test_id in summary if kind == "ERROR"]
     return report
+
+
+def summary_id(rest: str) -> str:
+    """The node id at the start of a short-summary line's text, which pytest follows with ` - message`.
+
+    Node ids are `path::name[params]`: the path may hold spaces, a name cannot, and the parameters (spaces,
+    quotes, brackets, escaped non-ASCII) run to their closing bracket."""
+    sep = rest.find("::")
+    if sep == -1:  # a module: "ERROR tests/test_x.py - ImportError ..."
+        return rest.split(" - ", 1)[0]
+    end = sep + 2
+    while end < len(rest) and rest[end] not in " [":
+        end += 1
+    if end < len(rest) and rest[end] == "[":
+        depth = 0
+        for index in range(end, len(rest)):
+            depth += {"[": 1, "]": -1}.get(rest[index], 0)
+            if depth == 0:
+                return rest[:index + 1]
+        return rest
+    return rest[:end]
 
 
 def _failure_blocks(lines: list[str], ids: list[str]) -> list[tuple[str, str]]:
@@ -163,11 +188,12 @@ def _trim(body: list[str]) -> str:
     return ("...\n" if len(body) > len(kept) else "") + text
 
 
-def run_test_suite(settings: ToolSettings, selector: str | None = None) -> TestReport:
-    """Run the configured test command (plus `selector`) in the sandbox and parse the result."""
+def run_test_suite(settings: ToolSettings, selector: str | None = None, *, node_id: str | None = None) -> TestReport:
+    """Run the configured test command (plus `selector`, shell words, or `node_id`, one argument never split)
+    in the sandbox and parse the result."""
     if selector is not None and (not isinstance(selector, str) or not selector.strip()):
         raise ToolError("selector must be a test path, node id or pytest option string, or omitted")
-    command = _pytest_command(settings.test_command, selector)
+    command = _pytest_command(settings.test_command, selector, node_id)
     result = _sandboxed(command, settings, env={"PYTHONDONTWRITEBYTECODE": "1"})
     report = parse_pytest_output(result.stdout + ("\n" + result.stderr if result.stderr else ""))
     report.exit_code, report.duration, report.timed_out = result.exit_code, result.duration, result.timed_out

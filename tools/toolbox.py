@@ -30,6 +30,8 @@ class ToolSettings:
     command_timeout: float = 120.0
     output_limit: int = 20_000
     base_ref: str | None = None  # git_diff/git_status compare against this commit when set (the session's start)
+    env: dict[str, str] = field(default_factory=dict)  # for every command: the project's environment (PATH...)
+    view: Any = None  # sandbox.View: the workspace at the repository's path with the user's ignored files
     extra: dict[str, Any] = field(default_factory=dict)
 
 

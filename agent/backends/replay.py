@@ -15,6 +15,8 @@ def load_transcript(path: str | Path) -> list[str]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise BackendUnavailable(f"cannot read replay transcript {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise BackendUnavailable(f"replay transcript {path} is not UTF-8 text (byte {exc.start})") from None
     outputs = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

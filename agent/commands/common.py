@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+from urllib.parse import urlparse
 
 from agent.config import Config, ConfigError, load_config
 
@@ -48,6 +50,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 def find_repo(start: Path) -> Path:
     """The top of the git work tree containing `start`."""
+    if not start.is_dir():
+        raise UsageError(f"--repo {start}: no such directory")
     try:
         result = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True, text=True)
     except FileNotFoundError:
@@ -71,11 +75,50 @@ def config_from_args(args: argparse.Namespace, repo: Path | None, **extra: Any) 
         if overrides[name] is not None and overrides[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     try:
-        return load_config(repo, overrides)
+        config = load_config(repo, overrides)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    if config.record:
+        record = Path(config.record).expanduser()
+        if not record.parent.is_dir():
+            raise UsageError(f"--record {config.record}: directory {record.parent} does not exist")
+        if config.replay and record.resolve() == Path(config.replay).expanduser().resolve():
+            raise UsageError(f"--record {config.record} is the transcript being replayed; record to another file")
+    return config
+
+
+def check_backend_reachable(config: Config, timeout: float = 5.0) -> None:
+    """UsageError when the openai backend's server cannot be connected to (before any test runs)."""
+    if config.backend != "openai" or not config.base_url:
+        return
+    parsed = urlparse(config.base_url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise UsageError(f"--base-url {config.base_url!r} is not an http(s) URL, e.g. http://127.0.0.1:8080/v1")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise UsageError(f"cannot reach the model server at {config.base_url} ({exc.strerror or exc}); start it "
+                         "or fix --base-url") from None
 
 
 def error(message: str, code: int = EXIT_USAGE) -> int:
     print(f"gemma-agent: error: {message}", file=sys.stderr)
     return code
+
+
+def describe_arguments(arguments: dict, limit: int = 40, show: Callable[[str], str] = repr) -> str:
+    """Arguments in one line; for an edit, `old` and `new` are shown from a little before where they first
+    differ, so they can be told apart even when they share a long beginning."""
+    shown = {key: str(value) for key, value in arguments.items()}
+    old, new = arguments.get("old"), arguments.get("new")
+    edited = isinstance(old, str) and isinstance(new, str)
+    if edited:
+        start = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
+        start = max(0, start - 10)
+        for key in ("old", "new"):
+            text = shown[key]
+            more = "..." if len(text) > start + limit else ""
+            shown[key] = ("..." if start else "") + text[start:start + limit] + more
+    return ", ".join(f"{key}={show(text if edited and key in ('old', 'new') else text[:limit])}"
+                     for key, text in shown.items())

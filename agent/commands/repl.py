@@ -7,7 +7,9 @@ from pathlib import Path
 
 from agent.backends import BackendUnavailable
 from agent.backends.factory import make_backend
-from agent.commands.common import UsageError, add_backend_arguments, config_from_args, error, find_repo
+from agent.commands.common import (UsageError, add_backend_arguments, check_backend_reachable, config_from_args,
+                                   error, find_repo)
+from agent.fixer import FixSetupError, project_python
 
 DESCRIPTION = """Interactive session in the current repository (also what bare `gemma-agent` starts). The agent
 works in an isolated worktree: /diff shows its changes, /undo reverts the last request, /apply copies them into
@@ -33,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
         repo = find_repo(args.repo)
         config = config_from_args(args, repo, approve=args.approve)
         backend = make_backend(config, ask=confirm_download if sys.stdin.isatty() else None)
-    except (UsageError, BackendUnavailable) as exc:
+        check_backend_reachable(config)
+        python = project_python(repo, config)
+    except (UsageError, BackendUnavailable, FixSetupError) as exc:
         return error(str(exc))
     from sandbox.workspace import Workspace
 
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # sandbox or git trouble: one clear line, not a traceback
         return error(f"cannot create a workspace for {repo}: {exc}")
     with workspace:
-        return run_repl(Repl(config, backend, workspace))
+        return run_repl(Repl(config, backend, workspace, python=python))
 
 
 def confirm_download(question: str) -> bool:
