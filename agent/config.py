@@ -18,8 +18,9 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Config:
     backend: str = "mlx"  # mlx | openai | replay
-    model: str | None = None  # mlx: converted weights directory
-    drafter: str | None = None  # mlx: MTP drafter directory (speculative decoding)
+    model: str | None = None  # mlx: weights (directory, .gguf, ollama:NAME, hub ORG/NAME); None = the default
+    drafter: str | None = None  # mlx: MTP drafter, same forms; None = automatic for Gemma 4 12B, "none" = off
+    download: bool = False  # mlx: download missing weights without asking (what --yes does)
     kv_bits: int | None = None  # mlx: 8 or 4 quantizes the KV cache pages (None: model dtype)
     base_url: str | None = None  # openai: e.g. http://127.0.0.1:8080/v1
     model_name: str = "gemma-4-12b-it"  # openai: the server's model name
@@ -49,8 +50,8 @@ _TABLES = {
     "budgets": {"max_steps": "max_steps", "max_tokens": "max_tokens", "max_time": "max_time",
                 "context_tokens": "context_tokens", "max_output_tokens": "max_output_tokens"},
 }
-_TOP_LEVEL = {"backend": "backend", "model": "model", "drafter": "drafter", "kv_bits": "kv_bits",
-              "approve": "approve", "record": "record", "thinking": "thinking"}
+_TOP_LEVEL = {"backend": "backend", "model": "model", "drafter": "drafter", "download": "download",
+              "kv_bits": "kv_bits", "approve": "approve", "record": "record", "thinking": "thinking"}
 _CHOICES = {"backend": ("mlx", "openai", "replay"), "approve": ("ask", "auto", "never"), "kv_bits": (8, 4)}
 _POSITIVE = ("command_timeout", "max_steps", "max_tokens", "max_time", "context_tokens", "max_output_tokens")
 _TYPES = {f.name: f.type for f in fields(Config)}
@@ -94,12 +95,23 @@ def parse_toml(text: str, source: str, base_dir: Path) -> dict[str, Any]:
         else:
             known = ", ".join([*_TOP_LEVEL, *(f"[{t}]" for t in _TABLES)])
             raise ConfigError(f"{source}: unknown key {key!r}; known: {known}")
-    for name in ("model", "drafter", "replay", "record", "python"):
+    for name in ("replay", "record", "python"):
         if isinstance(values.get(name), str):
             path = base_dir / Path(values[name]).expanduser()
             # a venv's bin/python is a symlink that must stay one: resolving it would leave the environment
             values[name] = os.path.normpath(path.absolute()) if name == "python" else str(path.resolve())
+    for name in ("model", "drafter"):
+        if isinstance(values.get(name), str):
+            values[name] = _weights_spec(values[name], base_dir)
     return {name: _coerce(name, value, source) for name, value in values.items()}
+
+
+def _weights_spec(value: str, base_dir: Path) -> str:
+    """A path (relative to the file) stays a path; a hub id, `ollama:NAME` or "none" is kept as written."""
+    candidate = base_dir / Path(value).expanduser()
+    if value.startswith(("/", "~", ".")) or candidate.exists():
+        return str(candidate.resolve())
+    return value
 
 
 def _read(path: Path) -> dict[str, Any]:

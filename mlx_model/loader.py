@@ -2,7 +2,8 @@
 
 A directory holds `config.json` and `model.safetensors`, or shards listed in `model.safetensors.index.json`
 (or named `model-*.safetensors`). Quantized checkpoints written by `save_model` carry a `quantization`
-entry ({"bits", "group_size"}) in config.json and `.scales`/`.biases` tensors beside each quantized weight.
+entry ({"bits", "group_size"}) in config.json and `.scales`/`.biases` tensors beside each quantized weight;
+checkpoints of other MLX converters (per-layer bits, other modes) load too (see `quantization.py`).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import shutil
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -20,6 +21,7 @@ from mlx_model import gemma3
 from mlx_model.config import ConfigError, load_config
 from mlx_model.gemma4 import Model
 from mlx_model.gguf import GGUFError, GGUFFile
+from mlx_model.quantization import QuantizationError, quantizable, quantize_like_checkpoint
 
 QUANT_GROUP_SIZE = 64
 SUPPORTED_BITS = (4, 8)
@@ -92,20 +94,13 @@ def load_weights(model_dir: Path) -> dict[str, mx.array]:
     return weights
 
 
-def _quantized_paths(weights: dict[str, Any]) -> set[str]:
-    return {name[: -len(".scales")] for name in weights if name.endswith(".scales")}
-
-
 def quantize_model(model: nn.Module, bits: int, group_size: int = QUANT_GROUP_SIZE) -> nn.Module:
     """Quantize every Linear and embedding of a model or drafter (affine, `bits` per weight, groups of
     `group_size`) in place."""
     if bits not in SUPPORTED_BITS:
         raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {bits}")
 
-    def eligible(_path: str, module: nn.Module) -> bool:
-        return isinstance(module, (nn.Linear, nn.Embedding)) and module.weight.shape[-1] % group_size == 0
-
-    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=eligible)
+    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=lambda _p, m: quantizable(m, group_size))
     return model
 
 
@@ -123,7 +118,7 @@ def load_model(path: str | Path, *, dtype: mx.Dtype | None = None) -> tuple[Mode
     except ConfigError as exc:
         raise ModelLoadError(str(exc)) from None
     model = model_class(config)
-    _fill(model, model_class.sanitize(load_weights(model_dir), config), raw, model_dir, dtype)
+    _fill(model, model_class.sanitize(load_weights(model_dir), config), model_dir, dtype)
     return model, raw
 
 
@@ -148,18 +143,17 @@ def load_gguf(path: str | Path, *, dtype: mx.Dtype | None = None) -> tuple[Model
         raise ModelLoadError(str(exc)) from None
     model = gemma3.Model(config)
     weights = gemma3.Model.sanitize({k: mx.array(v) for k, v in arrays}, config)
-    _fill(model, weights, raw, path, dtype)
+    _fill(model, weights, path, dtype)
     return model, raw, gguf
 
 
-def _fill(module: nn.Module, weights: dict[str, mx.array], raw_config: dict[str, Any], model_dir: Path,
-          dtype: mx.Dtype | None) -> None:
-    """Quantize `module` like the checkpoint (when its config says so), check the tensors, load them."""
-    quant = raw_config.get("quantization")
-    if quant:
-        quantized = _quantized_paths(weights)
-        nn.quantize(module, group_size=quant["group_size"], bits=quant["bits"],
-                    class_predicate=lambda p, m: p in quantized)
+def _fill(module: nn.Module, weights: dict[str, mx.array], model_dir: Path, dtype: mx.Dtype | None) -> None:
+    """Quantize `module` like the checkpoint (layer by layer, as its tensors are packed), check the tensors,
+    load them."""
+    try:
+        quantize_like_checkpoint(module, weights)
+    except QuantizationError as exc:
+        raise ModelLoadError(f"{model_dir}: {exc}") from None
     _check_tensors(module, weights, model_dir)
     if dtype is not None:
         weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()}
@@ -191,6 +185,10 @@ def load_drafter(path: str | Path, *, dtype: mx.Dtype | None = None):
     from mlx_model.assistant import Drafter, load_assistant_config
 
     model_dir = Path(path)
+    if model_dir.is_file():  # a GGUF file
+        from mlx_model import gemma4_gguf
+
+        return gemma4_gguf.load(model_dir, dtype=dtype)[0]
     if not model_dir.is_dir():
         raise ModelLoadError(f"{model_dir} is not a directory (pass the drafter's Hugging Face-layout directory)")
     try:
@@ -198,8 +196,7 @@ def load_drafter(path: str | Path, *, dtype: mx.Dtype | None = None):
     except ConfigError as exc:
         raise ModelLoadError(str(exc)) from None
     drafter = Drafter(config)
-    raw = json.loads((model_dir / "config.json").read_text())
-    _fill(drafter, Drafter.sanitize(load_weights(model_dir), config), raw, model_dir, dtype)
+    _fill(drafter, Drafter.sanitize(load_weights(model_dir), config), model_dir, dtype)
     return drafter
 
 
@@ -212,21 +209,31 @@ def save_model(model: nn.Module, raw_config: dict[str, Any], dst: str | Path, *,
     dst = Path(dst)
     if dst.exists() and any(dst.iterdir()):
         raise FileExistsError(f"{dst} exists and is not empty; choose a new destination")
-    tmp = dst.with_name(dst.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+
+    def write(tmp: Path) -> None:
         config = dict(raw_config)
         config.pop("quantization", None)
         if bits is not None:
             config["quantization"] = {"group_size": QUANT_GROUP_SIZE, "bits": bits}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         mx.save_safetensors(str(tmp / "model.safetensors"), dict(tree_flatten(model.parameters())),
                             metadata={"format": "mlx"})
         if source_dir is not None:
             for name in TOKENIZER_FILES:
                 if (Path(source_dir) / name).is_file():
                     shutil.copy2(Path(source_dir) / name, tmp / name)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")  # last: marks it complete
+
+    return write_atomically(dst, write)
+
+
+def write_atomically(dst: Path, write: Callable[[Path], None]) -> Path:
+    """Run `write` on the directory `dst`.partial and rename it to `dst` when it returns; remove it when it
+    fails. Writers put config.json last, so a killed process leaves no directory that loads."""
+    tmp = dst.with_name(dst.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
         if dst.exists():
             dst.rmdir()
         tmp.rename(dst)

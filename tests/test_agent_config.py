@@ -111,3 +111,19 @@ def test_thinking_is_off_by_default_and_set_by_config_or_flag(tmp_path, monkeypa
     args = build_parser().parse_args(["fix", "t::x", "--thinking"])
     monkeypatch.setattr("agent.config.USER_CONFIG", user)
     assert args.thinking is True and config_from_args(args, None).thinking is True
+
+
+def test_weights_specs_in_config_files(tmp_path):
+    (tmp_path / "repo" / "models" / "local").mkdir(parents=True)
+    write(tmp_path / "repo/.gemma-agent.toml", 'model = "models/local"\ndrafter = "none"\ndownload = true\n')
+    config = load_config(tmp_path / "repo", user_config=tmp_path / "none.toml")
+    assert config.model == str((tmp_path / "repo/models/local").resolve())  # a path: relative to the file
+    assert config.drafter == "none" and config.download is True
+    write(tmp_path / "repo/.gemma-agent.toml", 'model = "mlx-community/gemma-4-12B-it-4bit"\n'
+                                               'drafter = "ollama:gemma4:12b"\n')
+    config = load_config(tmp_path / "repo", user_config=tmp_path / "none.toml")
+    assert config.model == "mlx-community/gemma-4-12B-it-4bit" and config.drafter == "ollama:gemma4:12b"
+    assert config.download is False
+    with pytest.raises(ConfigError, match="download must be bool"):
+        write(tmp_path / "repo/.gemma-agent.toml", 'download = "yes"\n')
+        load_config(tmp_path / "repo", user_config=tmp_path / "none.toml")

@@ -1,17 +1,19 @@
 """Build the configured backend, wrapped for recording when asked."""
 from __future__ import annotations
 
-from agent.backends import Backend
+from typing import Callable
+
+from agent.backends import Backend, BackendUnavailable
 from agent.backends.record import RecordingBackend
 from agent.config import Config
 
 
-def make_backend(config: Config) -> Backend:
-    """Raises BackendUnavailable with an actionable message when the backend cannot start."""
+def make_backend(config: Config, ask: Callable[[str], bool] | None = None) -> Backend:
+    """Raises BackendUnavailable with an actionable message when the backend cannot start. `ask` confirms a
+    download of missing weights (None: headless, only `config.download` allows it)."""
     backend: Backend
     if config.backend == "replay":
         from agent.backends.replay import ReplayBackend
-        from agent.backends import BackendUnavailable
 
         if not config.replay:
             raise BackendUnavailable("the replay backend needs a transcript: --replay FILE.jsonl")
@@ -22,7 +24,11 @@ def make_backend(config: Config) -> Backend:
         backend = OpenAIBackend(config.base_url, config.model_name, config.api_key_env, thinking=config.thinking)
     else:
         from agent.backends.mlx import MlxBackend
+        from agent.weights import WeightsError, resolve
 
-        backend = MlxBackend(config.model, drafter_path=config.drafter, kv_bits=config.kv_bits,
-                             thinking=config.thinking)
+        try:
+            model, drafter = resolve(config.model, config.drafter, download=config.download, ask=ask)
+        except WeightsError as exc:
+            raise BackendUnavailable(str(exc)) from None
+        backend = MlxBackend(model, drafter_path=drafter, kv_bits=config.kv_bits, thinking=config.thinking)
     return RecordingBackend(backend, config.record) if config.record else backend

@@ -11,11 +11,11 @@ from agent.chat_template import select_format
 from agent.stream import VisibleText
 
 NO_WEIGHTS_HELP = (
-    "Get weights: download google/gemma-4-12B-it from Hugging Face (e.g. `hf download "
-    "google/gemma-4-12B-it --local-dir ~/models/gemma-4-12B-it`), convert them with `gemma-agent convert "
-    "~/models/gemma-4-12B-it ~/models/gemma-4-12b-mlx --bits 4`, then pass `--model ~/models/gemma-4-12b-mlx` or set "
-    "GEMMA_AGENT_MODEL or `model = ...` in .gemma-agent.toml. Or use a server: "
-    "`--backend openai --base-url http://127.0.0.1:8080/v1`."
+    "Get weights: leave --model unset (or pass a hub repo id) and add --yes to download google/gemma-4-12B-it "
+    "and convert it once; or `hf download google/gemma-4-12B-it --local-dir ~/models/gemma-4-12B-it` and "
+    "`gemma-agent convert ~/models/gemma-4-12B-it ~/models/gemma-4-12b-mlx --bits 4`, then pass `--model "
+    "~/models/gemma-4-12b-mlx` (or a .gguf file, or ollama:NAME) or set GEMMA_AGENT_MODEL or `model = ...` in "
+    ".gemma-agent.toml. Or use a server: `--backend openai --base-url http://127.0.0.1:8080/v1`."
 )
 
 
@@ -33,7 +33,7 @@ class MlxBackend:
         if not model_path:
             raise BackendUnavailable(f"no model configured for the mlx backend. {NO_WEIGHTS_HELP}")
         path = Path(model_path).expanduser()
-        if not path.is_dir():
+        if not path.exists():
             raise BackendUnavailable(f"model directory {path} does not exist. {NO_WEIGHTS_HELP}")
         try:
             import mlx_model

@@ -23,8 +23,13 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backend", choices=("mlx", "openai", "replay"),
                        help="mlx: in-process Gemma 4 (default); openai: an OpenAI-compatible server; "
                             "replay: a recorded transcript")
-    group.add_argument("--model", help="mlx: directory of converted weights (also GEMMA_AGENT_MODEL)")
-    group.add_argument("--drafter", metavar="PATH", help="mlx: MTP drafter directory for speculative decoding")
+    group.add_argument("--model", help="mlx: weights: a directory (Hugging Face or MLX layout, LM Studio), a .gguf "
+                                       "file, ollama:NAME[:TAG] or a hub repo ORG/NAME[@REVISION] (also "
+                                       "GEMMA_AGENT_MODEL; default google/gemma-4-12B-it at 4 bits)")
+    group.add_argument("--drafter", metavar="SPEC", help="mlx: MTP drafter for speculative decoding, same forms "
+                                                         "(default: the 12B's assistant for a Gemma 4 12B; none = off)")
+    group.add_argument("--yes", action="store_true", default=None,
+                       help="mlx: download missing weights without asking (also `download = true` in the config)")
     group.add_argument("--kv-bits", type=int, choices=(8, 4), help="mlx: quantize KV cache pages to 8 or 4 bits")
     group.add_argument("--base-url", help="openai: server URL, e.g. http://127.0.0.1:8080/v1")
     group.add_argument("--model-name", help="openai: model name the server knows (default gemma-4-12b-it)")
@@ -62,7 +67,7 @@ def find_repo(start: Path) -> Path:
 def config_from_args(args: argparse.Namespace, repo: Path | None, **extra: Any) -> Config:
     overrides = {
         "backend": "replay" if getattr(args, "replay", None) and not args.backend else args.backend,
-        "model": args.model, "drafter": args.drafter, "kv_bits": args.kv_bits,
+        "model": args.model, "drafter": args.drafter, "download": args.yes, "kv_bits": args.kv_bits,
         "base_url": args.base_url, "model_name": args.model_name,
         "api_key_env": args.api_key_env, "replay": args.replay, "record": args.record,
         "max_steps": args.max_steps, "max_tokens": args.max_tokens, "max_time": args.max_time,

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import tempfile
 import time
@@ -16,14 +14,16 @@ DTYPES = ("bfloat16", "float16", "float32")
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "convert", help="convert a Hugging Face checkpoint to MLX (optionally 4/8-bit)",
+        "convert", help="convert a Hugging Face checkpoint or a Gemma 4 GGUF to MLX (optionally 4/8-bit)",
         description="Read a Gemma 4 checkpoint in Hugging Face layout (config.json + safetensors, the multimodal "
-                    "or the text-only names), or its MTP drafter (gemma4_unified_assistant), and write an MLX checkpoint "
-                    "that `gemma-agent` loads. Vision and "
-                    "audio embedders are dropped. Tokenizer files are copied along. SRC may also be a llama.cpp "
-                    "GGUF file of a Gemma 3 text model (tensors dequantized to float; tokenizer rebuilt).",
+                    "or the text-only names, or any MLX conversion), a Gemma 4 GGUF (or a Gemma 3 text model's), or its MTP drafter "
+                    "(gemma4_unified_assistant), and write an MLX checkpoint that `gemma-agent` loads. One tensor "
+                    "is read, converted and written at a time (memory follows the largest tensor); the result "
+                    "appears only when complete. Vision and audio embedders are dropped. Tokenizer files are copied "
+                    "along (from a GGUF: rebuilt from its vocabulary, with its chat template).",
     )
-    p.add_argument("src", metavar="SRC", help="source model or drafter directory, or a .gguf file")
+    p.add_argument("src", metavar="SRC", help="source model or drafter: a directory, a Gemma 4 (or Gemma 3) .gguf file, "
+                   "ollama:NAME[:TAG] or a hub repo ORG/NAME[@REVISION] (downloaded into the Hugging Face cache)")
     p.add_argument("dst", metavar="DST", help="destination directory (must not exist or be empty)")
     p.add_argument("--bits", type=int, choices=(4, 8), default=None,
                    help="quantize weights to 4 or 8 bits (affine, group size 64); default keeps full precision")
@@ -32,48 +32,71 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _model_type(src: str) -> str | None:
-    try:
-        return json.loads((Path(src) / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None  # the loader reports what is wrong with the directory
-
-
 def run(args: argparse.Namespace) -> int:
-    import mlx.core as mx
+    from tqdm import tqdm
 
-    import mlx_model
+    import mlx_model  # before mlx.core: it picks the BLAS MLX binds to
+    import mlx.core as mx
+    from mlx_model.convert import convert_checkpoint
+    from mlx_model.sources import SourceError
 
     dst = Path(args.dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         print(f"error: {dst} exists and is not an empty directory; choose a new destination", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    print(f"loading {args.src} ...", file=sys.stderr)
     dtype = getattr(mx, args.dtype) if args.dtype else None
-    source_dir = args.src
+    what = f", quantizing to {args.bits} bits (group size 64)" if args.bits else ""
+    print(f"converting {args.src} -> {dst}{what}, one tensor at a time ...", file=sys.stderr)
     try:
-        if Path(args.src).is_file() and args.src.endswith(".gguf"):  # a llama.cpp GGUF (Gemma 3 text models)
-            model, raw_config, gguf = mlx_model.load_gguf(args.src, dtype=dtype)
-            source_dir = tempfile.mkdtemp(prefix="gemma-agent-tokenizer-")
-            gguf.save_tokenizer(source_dir)
-        elif _model_type(args.src) == "gemma4_unified_assistant":  # an MTP drafter
-            model = mlx_model.load_drafter(args.src, dtype=dtype)
-            raw_config = json.loads((Path(args.src) / "config.json").read_text())
+        src = local_source(args.src)
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if _is_gemma3_gguf(src):
+            _convert_gemma3_gguf(src, dst, args.bits, dtype)
         else:
-            model, raw_config = mlx_model.load_model(args.src, dtype=dtype)
+            with tqdm(unit=" tensors", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+                convert_checkpoint(src, dst, bits=args.bits, dtype=dtype, on_tensor=lambda _name: bar.update())
     except mlx_model.ModelLoadError as exc:
         report_load_error(exc)
         return 2
-    if args.bits:
-        print(f"quantizing to {args.bits} bits (group size 64) ...", file=sys.stderr)
-        mlx_model.quantize_model(model, args.bits)
-    print(f"writing {dst} ...", file=sys.stderr)
-    try:
-        mlx_model.save_model(model, raw_config, dst, bits=args.bits, source_dir=source_dir)
-    finally:
-        if source_dir != args.src:
-            shutil.rmtree(source_dir, ignore_errors=True)
     size = sum(f.stat().st_size for f in dst.iterdir())
     print(f"done in {time.perf_counter() - start:.1f}s: {dst} ({size / 2**30:.2f} GiB)", file=sys.stderr)
     return 0
+
+
+def _is_gemma3_gguf(src: Path) -> bool:
+    from mlx_model.gemma3 import MODEL_TYPES
+    from mlx_model.gguf import GGUFError, GGUFFile
+
+    if not (src.is_file() and src.suffix == ".gguf"):
+        return False
+    try:
+        return GGUFFile(src).architecture in MODEL_TYPES
+    except GGUFError:
+        return False  # convert_checkpoint reports what is wrong with the file
+
+
+def _convert_gemma3_gguf(src: Path, dst: Path, bits: int | None, dtype) -> None:
+    """A Gemma 3 text model's GGUF: dequantized whole (small models), optionally re-quantized, its tokenizer rebuilt
+    from the GGUF vocabulary."""
+    import mlx_model
+
+    model, raw_config, gguf = mlx_model.load_gguf(src, dtype=dtype)
+    if bits:
+        mlx_model.quantize_model(model, bits)
+    with tempfile.TemporaryDirectory(prefix="gemma-agent-tokenizer-") as tokenizer_dir:
+        gguf.save_tokenizer(tokenizer_dir)
+        mlx_model.save_model(model, raw_config, dst, bits=bits, source_dir=tokenizer_dir)
+
+
+def local_source(spec: str) -> Path:
+    """SRC as a local directory or GGUF file; a hub repo is downloaded first (into the Hugging Face cache)."""
+    from mlx_model.sources import HubRequest, fetch, locate, plan
+
+    source = locate(spec)
+    if isinstance(source, HubRequest):
+        return fetch(plan(source, bits=None), bits=None, convert=False)
+    return source.path

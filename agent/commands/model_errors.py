@@ -4,10 +4,9 @@ from __future__ import annotations
 import sys
 
 GET_WEIGHTS_HINT = (
-    "To get weights: download google/gemma-4-12B-it on a machine with network access "
-    "(`hf download google/gemma-4-12B-it --local-dir DOWNLOADED_DIR`; huggingface_hub 2.x ships `hf`), "
-    "then `gemma-agent convert DOWNLOADED_DIR ~/models/gemma-4-12b-4bit --bits 4` and pass that directory "
-    "with --model."
+    "To get weights: leave --model unset and add --yes (downloads google/gemma-4-12B-it and converts it once), "
+    "or pass a directory, a .gguf file, ollama:NAME or a hub repo ORG/NAME; `gemma-agent convert SRC DST --bits 4` "
+    "converts a Hugging Face checkpoint you downloaded."
 )
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from agent.backends import BackendUnavailable
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         repo = find_repo(args.repo)
         config = config_from_args(args, repo, approve=args.approve)
-        backend = make_backend(config)
+        backend = make_backend(config, ask=confirm_download if sys.stdin.isatty() else None)
         check_backend_reachable(config)
         python = project_python(repo, config)
     except (UsageError, BackendUnavailable, FixSetupError) as exc:
@@ -48,3 +49,12 @@ def run(args: argparse.Namespace) -> int:
         return error(f"cannot create a workspace for {repo}: {exc}")
     with workspace:
         return run_repl(Repl(config, backend, workspace, python=python))
+
+
+def confirm_download(question: str) -> bool:
+    """Ask on the terminal before downloading weights; anything but yes declines."""
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
