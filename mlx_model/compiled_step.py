@@ -23,8 +23,9 @@ ENV_VAR = "GEMMA_AGENT_COMPILE"
 
 
 def hidden_states(model, input_ids: mx.array, cache: ModelCache) -> mx.array:
-    """`model.hidden_states(input_ids, cache)`, through the compiled steps for our Gemma 4 `Model`."""
-    if os.environ.get(ENV_VAR, "1") == "0" or not isinstance(model, Model):
+    """`model.hidden_states(input_ids, cache)`, through the compiled steps for our Gemma 4 `Model` (exactly that
+    class: subclasses such as Gemma 3's have layers of their own, whose pieces these steps do not know)."""
+    if os.environ.get(ENV_VAR, "1") == "0" or type(model) is not Model:
         return model.hidden_states(input_ids, cache)
     steps = getattr(model, "_compiled_steps", None)
     if steps is None:
