@@ -81,6 +81,9 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = N
         raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {bits}")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise FileExistsError(f"{dst} exists and is not empty; choose a new destination")
+    if src.is_file() and _is_gemma3_gguf(src):
+        _convert_gemma3_gguf(src, dst, bits, dtype)
+        return dst
     if src.is_file():
         return write_atomically(dst, lambda tmp: _write_from_gguf(src, tmp, bits, dtype, on_tensor))
     if not src.is_dir():
@@ -112,6 +115,31 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = N
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")  # last: marks it complete
 
     return write_atomically(dst, write)
+
+
+def _is_gemma3_gguf(src: Path) -> bool:
+    from mlx_model.gemma3 import MODEL_TYPES
+    from mlx_model.gguf import GGUFError, GGUFFile
+
+    try:
+        return GGUFFile(src).architecture in MODEL_TYPES
+    except GGUFError:
+        return False  # the Gemma 4 path reports what is wrong with the file
+
+
+def _convert_gemma3_gguf(src: Path, dst: Path, bits: int | None, dtype: mx.Dtype | None) -> None:
+    """A Gemma 3 text model's GGUF: dequantized whole (small models), optionally re-quantized, its tokenizer rebuilt
+    from the GGUF vocabulary; save_model writes atomically."""
+    import tempfile
+
+    from mlx_model.loader import load_gguf, quantize_model, save_model
+
+    model, raw_config, gguf = load_gguf(src, dtype=dtype)
+    if bits:
+        quantize_model(model, bits)
+    with tempfile.TemporaryDirectory(prefix="gemma-agent-tokenizer-") as tokenizer_dir:
+        gguf.save_tokenizer(tokenizer_dir)
+        save_model(model, raw_config, dst, bits=bits, source_dir=tokenizer_dir)
 
 
 def _write_from_gguf(src: Path, tmp: Path, bits: int | None, dtype: mx.Dtype | None,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,43 +52,15 @@ def run(args: argparse.Namespace) -> int:
     except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        if _is_gemma3_gguf(src):
-            _convert_gemma3_gguf(src, dst, args.bits, dtype)
-        else:
-            with tqdm(unit=" tensors", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
-                convert_checkpoint(src, dst, bits=args.bits, dtype=dtype, on_tensor=lambda _name: bar.update())
-    except mlx_model.ModelLoadError as exc:
-        report_load_error(exc)
-        return 2
+    with tqdm(unit=" tensors", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+        try:
+            convert_checkpoint(src, dst, bits=args.bits, dtype=dtype, on_tensor=lambda _name: bar.update())
+        except mlx_model.ModelLoadError as exc:
+            report_load_error(exc)
+            return 2
     size = sum(f.stat().st_size for f in dst.iterdir())
     print(f"done in {time.perf_counter() - start:.1f}s: {dst} ({size / 2**30:.2f} GiB)", file=sys.stderr)
     return 0
-
-
-def _is_gemma3_gguf(src: Path) -> bool:
-    from mlx_model.gemma3 import MODEL_TYPES
-    from mlx_model.gguf import GGUFError, GGUFFile
-
-    if not (src.is_file() and src.suffix == ".gguf"):
-        return False
-    try:
-        return GGUFFile(src).architecture in MODEL_TYPES
-    except GGUFError:
-        return False  # convert_checkpoint reports what is wrong with the file
-
-
-def _convert_gemma3_gguf(src: Path, dst: Path, bits: int | None, dtype) -> None:
-    """A Gemma 3 text model's GGUF: dequantized whole (small models), optionally re-quantized, its tokenizer rebuilt
-    from the GGUF vocabulary."""
-    import mlx_model
-
-    model, raw_config, gguf = mlx_model.load_gguf(src, dtype=dtype)
-    if bits:
-        mlx_model.quantize_model(model, bits)
-    with tempfile.TemporaryDirectory(prefix="gemma-agent-tokenizer-") as tokenizer_dir:
-        gguf.save_tokenizer(tokenizer_dir)
-        mlx_model.save_model(model, raw_config, dst, bits=bits, source_dir=tokenizer_dir)
 
 
 def local_source(spec: str) -> Path:
